@@ -1,0 +1,1 @@
+"""The enqueue Lambda (S3 event -> job) and the dead-letter handler. Imports only transcoder.job."""

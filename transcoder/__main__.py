@@ -1,0 +1,5 @@
+import sys
+
+from transcoder.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""Wiring: build the worker and its background services from Settings and clients.
+
+This is the composition root the CLI and the demo share; nothing else constructs adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from transcoder import metrics
+from transcoder.aws import Clients
+from transcoder.config import Settings
+from transcoder.errors import TranscoderError
+from transcoder.ffmpeg import EncodeOptions
+from transcoder.liveness import LivenessConfig
+from transcoder.logs import get_logger
+from transcoder.pipeline import Pipeline, PipelineConfig
+from transcoder.queue import JobQueue, resolve_url
+from transcoder.status import JobStore
+from transcoder.storage import Storage
+from transcoder.worker import Worker, WorkerConfig
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    queue: JobQueue
+    store: JobStore
+    storage: Storage
+
+
+async def connect(clients: Clients, settings: Settings) -> Services:
+    queue_url = await resolve_url(clients.sqs, settings.queue)
+    try:
+        dlq_url: str | None = await resolve_url(clients.sqs, settings.dead_letter_queue)
+    except Exception as exc:  # noqa: BLE001 - the worker still runs; poison messages then wait for the redrive
+        log.warning("dlq.unresolved", queue=settings.dead_letter_queue, error=str(exc))
+        dlq_url = None
+    return Services(
+        queue=JobQueue(clients.sqs, queue_url, dlq_url),
+        store=JobStore(clients.dynamodb, settings.table),
+        storage=Storage(
+            clients.s3,
+            settings.bucket,
+            multipart_threshold_bytes=settings.multipart_threshold_bytes,
+            part_bytes=settings.multipart_part_bytes,
+            concurrency=settings.upload_concurrency,
+        ),
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        ladder=settings.ladder,
+        encode=EncodeOptions(
+            preset=settings.x264_preset,
+            audio_bitrate_kbps=settings.audio_bitrate_kbps,
+            threads=settings.ffmpeg_threads,
+        ),
+        scratch_dir=settings.scratch_dir,
+        max_input_bytes=settings.max_input_bytes,
+        max_input_duration_s=settings.max_input_duration_s,
+        max_fps=settings.max_fps,
+        gop_s=settings.gop_s,
+        presign_ttl_s=settings.presign_ttl_s,
+        ffprobe_timeout_s=settings.ffprobe_timeout_s,
+    )
+
+
+async def build_worker(
+    settings: Settings, services: Services, health: metrics.Health | None = None
+) -> Worker:
+    max_receive_count = await services.queue.max_receive_count(settings.max_receive_count)
+    config = WorkerConfig(
+        slots=settings.slots,
+        wait_time_s=settings.wait_time_s,
+        visibility_s=settings.visibility_timeout_s,
+        max_receive_count=max_receive_count,
+        retry_base_s=settings.retry_base_s,
+        retry_max_s=settings.retry_max_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        worker_id=settings.worker_id,
+        liveness=LivenessConfig(
+            visibility_s=settings.visibility_timeout_s,
+            interval_s=settings.heartbeat_interval_s,
+            stall_timeout_s=settings.stall_timeout_s,
+            max_job_duration_s=settings.max_job_duration_s,
+        ),
+    )
+    return Worker(config, services.queue, services.store, Pipeline(services.storage, pipeline_config(settings)), health=health)
+
+
+async def poll_queue_depth(queue: JobQueue, interval_s: float) -> None:
+    """Keep the queue-depth gauges current (visible, in flight, delayed; jobs and DLQ)."""
+    while True:
+        try:
+            for name, url in (("jobs", queue.url), ("dlq", queue.dlq_url)):
+                if url is None:
+                    continue
+                depth = await queue.depth(url)
+                metrics.QUEUE_MESSAGES.labels(name, "visible").set(depth.visible)
+                metrics.QUEUE_MESSAGES.labels(name, "in_flight").set(depth.in_flight)
+                metrics.QUEUE_MESSAGES.labels(name, "delayed").set(depth.delayed)
+                if name == "jobs":
+                    metrics.BACKLOG_PER_TASK.set(depth.visible + depth.in_flight)
+        except TranscoderError as exc:
+            log.warning("queue.depth_failed", error=str(exc))
+        await asyncio.sleep(interval_s)
+
+
+def readiness(services: Services) -> metrics.ReadinessCheck:
+    async def check() -> dict[str, str]:
+        results: dict[str, str] = {}
+        try:
+            await services.queue.depth()
+            results["queue"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            results["queue"] = f"error: {exc}"
+        try:
+            await services.store.get("readyz", "readyz")
+            results["table"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            results["table"] = f"error: {exc}"
+        results["ffmpeg"] = "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
+        return results
+
+    return check
+
+
+@contextlib.asynccontextmanager
+async def background(
+    settings: Settings, services: Services, health: metrics.Health
+) -> AsyncIterator[metrics.MetricsServer]:
+    """The metrics endpoint and the queue-depth poller, cancelled and awaited on exit."""
+    server = metrics.MetricsServer(
+        health, readiness(services), settings.metrics_host, settings.metrics_port
+    )
+    await server.start()
+    poller = asyncio.create_task(poll_queue_depth(services.queue, settings.queue_poll_interval_s))
+    log.info("metrics.listening", host=settings.metrics_host, port=server.port)
+    try:
+        yield server
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await server.stop()

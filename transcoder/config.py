@@ -1,0 +1,153 @@
+"""Settings: one frozen, typed object, read from the environment once at start-up.
+
+Every variable is ``TRANSCODER_<FIELD>`` (upper case), except the standard AWS ones, which keep
+their usual names (``AWS_ENDPOINT_URL``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, credentials via
+botocore's own chain) and ``ECS_AGENT_URI``, which ECS sets. A bad value fails start-up with a
+message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TRANSCODER_"
+
+
+class Rung(BaseModel):
+    """One rung of the ladder: its name, the short side in pixels, and its rate control."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(pattern=r"^[1-9][0-9]{2,3}p$")
+    short_side: int = Field(ge=144, le=4320)
+    crf: int = Field(ge=0, le=51)
+    maxrate_kbps: int = Field(ge=100)
+    bufsize_kbps: int = Field(ge=100)
+
+
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung(name="720p", short_side=720, crf=23, maxrate_kbps=4_500, bufsize_kbps=9_000),
+    Rung(name="1080p", short_side=1080, crf=23, maxrate_kbps=7_800, bufsize_kbps=15_600),
+)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the CLI need; see docs/configuration.md for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # Where things live.
+    bucket: str = Field(default="transcoder-media", min_length=3, max_length=63)
+    queue: str = Field(default="transcoder-jobs", description="jobs queue name or URL")
+    dead_letter_queue: str = Field(default="transcoder-jobs-dlq", description="DLQ name or URL")
+    table: str = Field(default="transcoder-jobs", min_length=3)
+    region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("TRANSCODER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRANSCODER_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    )
+    ecs_agent_uri: str | None = Field(default=None, validation_alias="ECS_AGENT_URI")
+
+    # The queue contract.
+    visibility_timeout_s: int = Field(default=600, ge=30, le=43_200)
+    wait_time_s: int = Field(default=20, ge=0, le=20)
+    max_receive_count: int = Field(default=3, ge=1, le=1000)
+    retry_base_s: PositiveSeconds = 30.0
+    retry_max_s: PositiveSeconds = 900.0
+
+    # Capacity and the encode.
+    slots: int = Field(default=1, ge=1, le=16)
+    ffmpeg_threads: int = Field(default=0, ge=0, le=64, description="0 lets ffmpeg choose")
+    x264_preset: str = Field(default="veryfast", pattern=r"^[a-z]+$")
+    audio_bitrate_kbps: int = Field(default=128, ge=32, le=512)
+    gop_s: PositiveSeconds = 2.0
+    max_fps: PositiveSeconds = 60.0
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
+
+    # Input limits (permanent failures when exceeded).
+    max_input_bytes: int = Field(default=20 * 1024**3, ge=1)
+    max_input_duration_s: PositiveSeconds = 4 * 3600.0
+
+    # Liveness.
+    presign_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+    heartbeat_interval_s: PositiveSeconds = 15.0
+    stall_timeout_s: PositiveSeconds = 120.0
+    max_job_duration_s: PositiveSeconds = 11.5 * 3600
+    shutdown_grace_s: PositiveSeconds = 100.0
+    ffprobe_timeout_s: PositiveSeconds = 120.0
+
+    # Upload.
+    multipart_threshold_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2)
+    multipart_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
+    upload_concurrency: int = Field(default=4, ge=1, le=32)
+
+    # Observability.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - containers must be scraped from outside
+    metrics_port: int = Field(default=9100, ge=0, le=65_535, description="0 picks a free port")
+    queue_poll_interval_s: PositiveSeconds = 20.0
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    log_json: bool = True
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.heartbeat_interval_s * 3 > self.visibility_timeout_s:
+            raise ValueError(
+                "TRANSCODER_HEARTBEAT_INTERVAL_S must be at most a third of "
+                "TRANSCODER_VISIBILITY_TIMEOUT_S so visibility is extended well before it expires"
+            )
+        names = [rung.name for rung in self.ladder]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("TRANSCODER_LADDER needs at least one rung and unique names")
+        return self
+
+    def rung(self, name: str) -> Rung | None:
+        return next((rung for rung in self.ladder if rung.name == name), None)
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; the message names each bad variable."""
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return " / ".join(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return alias
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (plus explicit overrides) or raise ConfigError naming the variables."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = _variable_name(field) if field else "settings"
+            lines.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,171 @@
+"""``transcoder demo`` and ``transcoder submit``: uploads through the production enqueue path.
+
+Each file is uploaded to ``raw/{user}/{videoId}{ext}``; then the real enqueue Lambda handler is
+invoked with the exact event S3 would send for that object (built from its HeadObject), so a local
+run exercises the same code as production. The demo then runs a worker until every job is
+``COMPLETED`` or ``FAILED``, showing live progress on stderr, and reports each file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enqueue_lambda.handler import EnqueueConfig, build, s3_event_for
+from transcoder import app
+from transcoder.aws import Clients
+from transcoder.config import Settings
+from transcoder.job import Status
+from transcoder.logs import get_logger
+
+log = get_logger(__name__)
+TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    file: str
+    user_id: str
+    video_id: str
+    key: str
+
+
+def video_id_for(path: Path, taken: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-_")[:100] or "video"
+    candidate, n = stem, 2
+    while candidate in taken:
+        candidate, n = f"{stem}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+async def submit(
+    clients: Clients, settings: Settings, files: Sequence[Path], *, user_id: str
+) -> list[Submitted]:
+    """Upload each file under ``raw/{user_id}/`` and invoke the enqueue handler for it."""
+    services = await app.connect(clients, settings)
+    enqueuer = build(
+        EnqueueConfig(table=settings.table, queue_url=services.queue.url, max_input_bytes=settings.max_input_bytes),
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+    )
+    taken: set[str] = set()
+    submitted = []
+    for path in files:
+        video_id = video_id_for(path, taken)
+        key = f"raw/{user_id}/{video_id}{path.suffix}"
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        await services.storage.upload(path, key, content_type=content_type)
+        head = await clients.s3.head_object(Bucket=settings.bucket, Key=key)
+        event = s3_event_for(settings.bucket, key, dict(head), settings.region)
+        report = await asyncio.to_thread(enqueuer.handle, event)
+        log.info("demo.enqueued", file=str(path), key=key, via="enqueue_lambda.handler", **report.as_dict())
+        submitted.append(Submitted(str(path), user_id, video_id, key))
+    return submitted
+
+
+def summary(job: Submitted, record: dict[str, Any] | None) -> dict[str, Any]:
+    record = record or {}
+    error = record.get("error")
+    renditions = {
+        name: {
+            field: value.get(field)
+            for field in ("status", "key", "width", "height", "duration_s", "bytes", "reason")
+            if value.get(field) is not None
+        }
+        for name, value in sorted((record.get("renditions") or {}).items())
+    }
+    return {
+        "file": job.file,
+        "video_id": job.video_id,
+        "job_id": record.get("job_id"),
+        "status": record.get("status", "UNKNOWN"),
+        "attempts": int(record.get("attempts", 0)),
+        "error": {"code": error["code"], "message": error["message"]} if error else None,
+        "renditions": renditions,
+        "source": record.get("source"),
+    }
+
+
+async def wait_for_terminal(
+    services: app.Services, jobs: Sequence[Submitted], *, timeout_s: float, live: bool
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    last_line = ""
+    while True:
+        records = [await services.store.get(j.user_id, j.video_id) for j in jobs]
+        states = [(r or {}).get("status", "?") for r in records]
+        line = "  ".join(
+            f"{j.video_id}: {s}{' ' + str((r or {}).get('progress', 0)) + '%' if s == 'PROCESSING' else ''}"
+            for j, s, r in zip(jobs, states, records, strict=True)
+        )
+        if live and line != last_line:
+            print(f"[demo] {line}", file=sys.stderr, flush=True)
+            last_line = line
+        if all(s in TERMINAL for s in states) or time.monotonic() > deadline:
+            return [summary(j, r) for j, r in zip(jobs, records, strict=True)]
+        await asyncio.sleep(0.5)
+
+
+async def download(services: app.Services, results: list[dict[str, Any]], out: Path) -> None:
+    for result in results:
+        for name, rendition in result["renditions"].items():
+            if rendition.get("status") == "COMPLETED" and rendition.get("key"):
+                target = out / result["video_id"] / f"{name}.mp4"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                await services.storage.download(rendition["key"], target)
+                rendition["path"] = str(target)
+
+
+def render_table(results: list[dict[str, Any]]) -> str:
+    lines = [f"{'file':<40} {'status':<10} {'tries':>5}  renditions / error"]
+    for r in results:
+        if r["error"]:
+            detail = f"{r['error']['code']}: {r['error']['message'][:80]}"
+        else:
+            detail = ", ".join(
+                f"{n} {v['width']}x{v['height']} {v['bytes'] // 1024} KiB"
+                if v.get("status") == "COMPLETED"
+                else f"{n} skipped"
+                for n, v in r["renditions"].items()
+            )
+        lines.append(f"{Path(r['file']).name:<40} {r['status']:<10} {r['attempts']:>5}  {detail}")
+    return "\n".join(lines)
+
+
+async def run_demo(
+    clients: Clients, settings: Settings, files: Sequence[Path], *, out: Path | None, timeout_s: float
+) -> list[dict[str, Any]]:
+    """Bootstrap, submit, run one worker until every job is terminal; return the job summaries."""
+    from transcoder.bootstrap import bootstrap
+
+    await bootstrap(clients, settings)
+    jobs = await submit(clients, settings, files, user_id="demo")
+    services = await app.connect(clients, settings)
+    worker = await app.build_worker(settings, services)
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(worker.run(stop))
+    try:
+        results = await wait_for_terminal(services, jobs, timeout_s=timeout_s, live=True)
+    finally:
+        stop.set()
+        await worker_task
+    if out is not None:
+        await download(services, results, out)
+    return results
+
+
+def print_results(results: list[dict[str, Any]], *, as_json: bool) -> None:
+    if as_json:
+        for result in results:
+            print(json.dumps(result, sort_keys=True), flush=True)
+    else:
+        print(render_table(results), flush=True)

@@ -1,0 +1,189 @@
+"""The pipeline: probe -> plan -> transcode -> verify -> upload. It knows nothing of SQS.
+
+No source byte touches local disk: ffmpeg and ffprobe read the object through a presigned GET
+(HTTP range requests make moov-at-end MP4s work). Renditions are written to a per-job scratch
+directory that is removed in every outcome, cancellation included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from transcoder import encoder, ladder, metrics, probe, verify
+from transcoder.config import Rung
+from transcoder.errors import InputRejected
+from transcoder.ffmpeg import EncodeOptions, build_args
+from transcoder.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
+from transcoder.job import output_key as rendition_key
+from transcoder.logs import get_logger
+from transcoder.progress import Progress
+from transcoder.storage import Storage
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    ladder: tuple[Rung, ...]
+    encode: EncodeOptions
+    scratch_dir: Path
+    max_input_bytes: int
+    max_input_duration_s: float
+    max_fps: float
+    gop_s: float
+    presign_ttl_s: int
+    ffprobe_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    source: SourceFacts
+    renditions: dict[str, RenditionRecord]
+
+
+SourceCallback = Callable[[SourceFacts], Awaitable[None]]
+
+
+def source_facts(media: probe.MediaInfo) -> SourceFacts:
+    return SourceFacts(
+        size_bytes=media.size_bytes,
+        duration_s=round(media.duration_s, 3),
+        width=media.width,
+        height=media.height,
+        display_width=media.display_width,
+        display_height=media.display_height,
+        fps=round(media.fps, 3),
+        video_codec=media.video_codec,
+        audio_codec=media.audio_codec,
+        rotation=media.rotation,
+        pix_fmt=media.pix_fmt,
+        container=media.container,
+    )
+
+
+class Pipeline:
+    """Transcodes one job's source into its renditions and uploads them."""
+
+    def __init__(self, storage: Storage, config: PipelineConfig) -> None:
+        self._storage = storage
+        self._config = config
+
+    async def run(
+        self, message: JobMessage, progress: Progress, on_source: SourceCallback
+    ) -> PipelineResult:
+        started = time.monotonic()
+        url, size = await self._locate(message)
+        progress.enter("probe")
+        with metrics.STAGE_DURATION.labels("probe").time():
+            raw = await probe.run(url, timeout_s=self._config.ffprobe_timeout_s)
+            media = probe.parse(raw, size_bytes=size)
+        if media.duration_s > self._config.max_input_duration_s:
+            raise InputRejected(
+                f"source lasts {media.duration_s:.0f} s, over the "
+                f"{self._config.max_input_duration_s:.0f} s limit",
+                reason=Reason.INPUT_TOO_LONG,
+            )
+        facts = source_facts(media)
+        await on_source(facts)
+        plan = ladder.plan(
+            media,
+            self._config.ladder,
+            message.renditions,
+            max_fps=self._config.max_fps,
+            gop_s=self._config.gop_s,
+        )
+        log.info("job.planned", targets=[f"{t.name}:{t.width}x{t.height}" for t in plan.targets])
+        progress.duration_s = media.duration_s
+        self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
+        try:
+            renditions = await self._produce(message, url, media, plan, scratch, progress)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+        for skipped in plan.skipped:
+            renditions[skipped.name] = RenditionRecord(
+                status=RenditionStatus.SKIPPED, reason=skipped.reason
+            )
+        metrics.SOURCE_BYTES.inc(size)
+        log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
+        return PipelineResult(source=facts, renditions=renditions)
+
+    async def _locate(self, message: JobMessage) -> tuple[str, int]:
+        """Check the object still is what the message says, and presign a GET for ffmpeg."""
+        info = await self._storage.head(message.key, version_id=message.source_version)
+        if info.size_bytes == 0:
+            raise InputRejected("the upload is empty (0 bytes)", reason=Reason.INPUT_EMPTY)
+        if info.size_bytes > self._config.max_input_bytes:
+            raise InputRejected(
+                f"the upload is {info.size_bytes} bytes, over the "
+                f"{self._config.max_input_bytes}-byte limit",
+                reason=Reason.INPUT_TOO_LARGE,
+            )
+        if not message.source_version and message.source_etag and info.etag != message.source_etag:
+            raise InputRejected(
+                "the object was replaced after this job was queued; the new upload is its own job",
+                reason=Reason.SOURCE_CHANGED,
+            )
+        url = await self._storage.presign_get(
+            message.key, ttl_s=self._config.presign_ttl_s, version_id=message.source_version
+        )
+        return url, info.size_bytes
+
+    async def _produce(
+        self,
+        message: JobMessage,
+        url: str,
+        media: probe.MediaInfo,
+        plan: ladder.Plan,
+        scratch: Path,
+        progress: Progress,
+    ) -> dict[str, RenditionRecord]:
+        outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
+        args = build_args(url, plan, outputs, self._config.encode)
+        progress.enter("transcode")
+        encode_started = time.monotonic()
+        with metrics.STAGE_DURATION.labels("transcode").time():
+            await encoder.run(args, progress)
+        encode_s = time.monotonic() - encode_started
+        metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
+        progress.enter("verify")
+        checked: dict[str, verify.Verified] = {}
+        with metrics.STAGE_DURATION.labels("verify").time():
+            for target in plan.targets:
+                facts = await probe.run(
+                    str(outputs[target.name]), timeout_s=self._config.ffprobe_timeout_s
+                )
+                checked[target.name] = verify.check(
+                    outputs[target.name], facts, target, media, plan
+                )
+        progress.enter("upload")
+        with metrics.STAGE_DURATION.labels("upload").time():
+            uploads = await asyncio.gather(
+                *(
+                    self._storage.upload(
+                        outputs[t.name], rendition_key(t.name, message.user_id, message.video_id)
+                    )
+                    for t in plan.targets
+                )
+            )
+        records: dict[str, RenditionRecord] = {}
+        for target, uploaded in zip(plan.targets, uploads, strict=True):
+            seen = checked[target.name]
+            metrics.OUTPUT_BYTES.inc(uploaded.size_bytes)
+            records[target.name] = RenditionRecord(
+                status=RenditionStatus.COMPLETED,
+                key=uploaded.key,
+                width=seen.width,
+                height=seen.height,
+                duration_s=seen.duration_s,
+                bytes=uploaded.size_bytes,
+                bitrate_kbps=seen.bitrate_kbps,
+                encode_s=round(encode_s, 3),
+            )
+        return records

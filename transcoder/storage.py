@@ -1,0 +1,172 @@
+"""S3: the source's facts, a presigned GET for ffmpeg, verified (multipart) uploads, downloads.
+
+Uploads are verified: the ETag S3 returns is recomputed locally (MD5 of the body, or for multipart
+the MD5 of the parts' MD5s with a ``-N`` suffix) and the stored size is checked with HeadObject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from transcoder.aws import error_code, http_status, translated
+from transcoder.errors import AwsUnavailable, InputRejected
+from transcoder.job import Reason
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size_bytes: int
+    etag: str
+    version_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    key: str
+    size_bytes: int
+    etag: str
+    parts: int
+
+
+def _read_chunk(path: Path, offset: int, size: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+class Storage:
+    """One bucket's objects."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        multipart_threshold_bytes: int = 16 * 1024**2,
+        part_bytes: int = 8 * 1024**2,
+        concurrency: int = 4,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self._threshold = multipart_threshold_bytes
+        self._part_bytes = part_bytes
+        self._concurrency = concurrency
+
+    async def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        kwargs: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        try:
+            with translated("s3.head_object"):
+                response = await self._client.head_object(Bucket=self.bucket, Key=key, **kwargs)
+        except ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise InputRejected(
+                    f"s3://{self.bucket}/{key} does not exist (deleted after upload?)",
+                    reason=Reason.SOURCE_NOT_FOUND,
+                ) from exc
+            raise AwsUnavailable(f"s3.head_object: {error_code(exc)}") from exc
+        return ObjectInfo(
+            size_bytes=int(response.get("ContentLength", 0)),
+            etag=str(response.get("ETag", "")).strip('"'),
+            version_id=response.get("VersionId"),
+        )
+
+    async def presign_get(self, key: str, *, ttl_s: int, version_id: str | None = None) -> str:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        with translated("s3.presign"):
+            url: str = await self._client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=ttl_s
+            )
+        return url
+
+    async def upload(self, path: Path, key: str, *, content_type: str = "video/mp4") -> Uploaded:
+        size = path.stat().st_size
+        if size < self._threshold:
+            body = await asyncio.to_thread(path.read_bytes)
+            with translated("s3.put_object"):
+                response = await self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+                )
+            expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            uploaded = Uploaded(key, size, str(response.get("ETag", "")).strip('"'), 1)
+        else:
+            uploaded = await self._multipart(path, key, size, content_type)
+            expected = ""
+        await self._verify(uploaded, expected)
+        return uploaded
+
+    async def _multipart(self, path: Path, key: str, size: int, content_type: str) -> Uploaded:
+        with translated("s3.create_multipart_upload"):
+            created = await self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        upload_id = created["UploadId"]
+        offsets = list(range(0, size, self._part_bytes))
+        digests: list[bytes] = [b""] * len(offsets)
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def send(number: int, offset: int) -> dict[str, Any]:
+            async with limit:
+                chunk = await asyncio.to_thread(_read_chunk, path, offset, self._part_bytes)
+                digests[number - 1] = hashlib.md5(chunk, usedforsecurity=False).digest()
+                with translated("s3.upload_part"):
+                    part = await self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                return {"PartNumber": number, "ETag": part["ETag"]}
+
+        try:
+            parts = await asyncio.gather(*(send(n, o) for n, o in enumerate(offsets, start=1)))
+            with translated("s3.complete_multipart_upload"):
+                done = await self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": list(parts)},
+                )
+        except BaseException:
+            await asyncio.shield(self._abort(key, upload_id))
+            raise
+        etag = str(done.get("ETag", "")).strip('"')
+        expected = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+        if etag != f"{expected}-{len(offsets)}":
+            raise AwsUnavailable(f"multipart ETag {etag} != expected {expected}-{len(offsets)}")
+        return Uploaded(key, size, etag, len(offsets))
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except Exception:  # noqa: S110 - best effort; a lifecycle rule reaps leftovers
+            pass
+
+    async def _verify(self, uploaded: Uploaded, expected_etag: str) -> None:
+        if expected_etag and uploaded.etag != expected_etag:
+            raise AwsUnavailable(f"{uploaded.key}: ETag {uploaded.etag} != MD5 {expected_etag}")
+        info = await self.head(uploaded.key)
+        if info.size_bytes != uploaded.size_bytes:
+            raise AwsUnavailable(
+                f"{uploaded.key}: stored {info.size_bytes} bytes, uploaded {uploaded.size_bytes}"
+            )
+
+    async def download(self, key: str, path: Path) -> int:
+        with translated("s3.get_object"):
+            response = await self._client.get_object(Bucket=self.bucket, Key=key)
+            data = await response["Body"].read()
+        await asyncio.to_thread(path.write_bytes, data)
+        return len(data)
