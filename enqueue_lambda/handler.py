@@ -1,4 +1,4 @@
-"""The enqueue Lambda: an S3 ``ObjectCreated`` event under ``raw/`` becomes a job record and a message.
+"""The enqueue Lambda: an S3 ``ObjectCreated`` event under ``raw/`` becomes a job and a message.
 
 Imports only ``transcoder.job`` and boto3 so the Lambda bundle stays small.
 
@@ -58,30 +58,49 @@ log = logging.getLogger("enqueue_lambda")
 log.setLevel(logging.INFO)
 
 DEFAULT_EXTENSIONS = frozenset(
-    "mp4 m4v mov mkv webm avi mpg mpeg ts mts m2ts 3gp flv wmv ogv".split()
+    [
+        "mp4",
+        "m4v",
+        "mov",
+        "mkv",
+        "webm",
+        "avi",
+        "mpg",
+        "mpeg",
+        "ts",
+        "mts",
+        "m2ts",
+        "3gp",
+        "flv",
+        "wmv",
+        "ogv",
+    ]
 )
 SEND_ATTEMPTS = 4
+DEFAULT_MAX_INPUT_BYTES = 20 * 1024**3
 
 
 class ConfigError(RuntimeError):
     """The Lambda's environment is incomplete or invalid."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class EnqueueConfig:
     table: str
     queue_url: str
-    max_input_bytes: int = 20 * 1024**3
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     allowed_extensions: frozenset[str] = DEFAULT_EXTENSIONS
     renditions: tuple[str, ...] = DEFAULT_RENDITIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EnqueueConfig:
-        problems = [name for name in ("TRANSCODER_TABLE", "TRANSCODER_QUEUE_URL") if not env.get(name)]
+        problems = [
+            name for name in ("TRANSCODER_TABLE", "TRANSCODER_QUEUE_URL") if not env.get(name)
+        ]
         if problems:
             raise ConfigError(f"enqueue Lambda misconfigured: set {', '.join(problems)}")
         try:
-            max_bytes = int(env.get("TRANSCODER_MAX_INPUT_BYTES", str(cls.max_input_bytes)))
+            max_bytes = int(env.get("TRANSCODER_MAX_INPUT_BYTES", str(DEFAULT_MAX_INPUT_BYTES)))
         except ValueError:
             raise ConfigError("TRANSCODER_MAX_INPUT_BYTES must be an integer") from None
         if max_bytes <= 0:
@@ -315,11 +334,10 @@ class Enqueuer:
             ConsistentRead=True,
         ).get("Item", {})
         same_job = current.get("job_id", {}).get("S") == message.job_id
-        if same_job and current.get("enqueued", {}).get("BOOL", True):
-            return False
+        already_sent = current.get("enqueued", {}).get("BOOL", True)
         # Same job but never sent (a crash between put and send), or a newer upload while an older
         # job runs: send it; the worker backs off until the running attempt ends, then takes over.
-        return True
+        return not (same_job and already_sent)
 
     def _send(self, messages: Sequence[JobMessage]) -> None:
         for start in range(0, len(messages), 10):
@@ -364,8 +382,12 @@ class Enqueuer:
         report.rejected.append({"key": upload.key, "reason": reason.value, "detail": detail})
         log.warning(
             json.dumps(
-                {"event": "enqueue.rejected", "key": upload.key, "reason": reason.value,
-                 "detail": detail}
+                {
+                    "event": "enqueue.rejected",
+                    "key": upload.key,
+                    "reason": reason.value,
+                    "detail": detail,
+                }
             )
         )
         if raw is None:
@@ -387,7 +409,10 @@ class Enqueuer:
         try:
             self._dynamodb.put_item(
                 TableName=self.config.table,
-                Item={**record_key(raw.user_id, raw.video_id), **{k: to_attr(v) for k, v in values.items()}},
+                Item={
+                    **record_key(raw.user_id, raw.video_id),
+                    **{k: to_attr(v) for k, v in values.items()},
+                },
                 ConditionExpression="attribute_not_exists(pk) OR NOT "
                 "(#status = :processing AND lease_expires_at > :now)",
                 ExpressionAttributeNames={"#status": "status"},
@@ -401,7 +426,9 @@ class Enqueuer:
                 raise
 
 
-def build(config: EnqueueConfig, *, endpoint_url: str | None = None, region: str | None = None) -> Enqueuer:
+def build(
+    config: EnqueueConfig, *, endpoint_url: str | None = None, region: str | None = None
+) -> Enqueuer:
     boto_config = Config(retries={"mode": "standard", "max_attempts": 5}, region_name=region)
     return Enqueuer(
         config,

@@ -38,7 +38,7 @@ async def connect(clients: Clients, settings: Settings) -> Services:
     queue_url = await resolve_url(clients.sqs, settings.queue)
     try:
         dlq_url: str | None = await resolve_url(clients.sqs, settings.dead_letter_queue)
-    except Exception as exc:  # noqa: BLE001 - the worker still runs; poison messages then wait for the redrive
+    except Exception as exc:
         log.warning("dlq.unresolved", queue=settings.dead_letter_queue, error=str(exc))
         dlq_url = None
     return Services(
@@ -92,7 +92,13 @@ async def build_worker(
             max_job_duration_s=settings.max_job_duration_s,
         ),
     )
-    return Worker(config, services.queue, services.store, Pipeline(services.storage, pipeline_config(settings)), health=health)
+    return Worker(
+        config,
+        services.queue,
+        services.store,
+        Pipeline(services.storage, pipeline_config(settings)),
+        health=health,
+    )
 
 
 async def poll_queue_depth(queue: JobQueue, interval_s: float) -> None:
@@ -119,14 +125,16 @@ def readiness(services: Services) -> metrics.ReadinessCheck:
         try:
             await services.queue.depth()
             results["queue"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
+        except Exception as exc:
             results["queue"] = f"error: {exc}"
         try:
             await services.store.get("readyz", "readyz")
             results["table"] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results["table"] = f"error: {exc}"
-        results["ffmpeg"] = "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
+        results["ffmpeg"] = (
+            "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
+        )
         return results
 
     return check

@@ -9,13 +9,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from transcoder import app, logs
 from transcoder.aws import open_clients
@@ -26,7 +26,7 @@ from transcoder.metrics import Health
 log = logs.get_logger("transcoder.cli")
 EMULATOR_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - the emulator accepts any credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",
 }
 
 
@@ -71,25 +71,11 @@ async def run_submit(settings: Settings, files: Sequence[Path], user_id: str) ->
     async with open_clients(settings) as clients:
         jobs = await submit(clients, settings, files, user_id=user_id)
     for job in jobs:
-        print(json.dumps({"file": job.file, "user_id": job.user_id, "video_id": job.video_id, "key": job.key}))
-    return 0
-
-
-async def run_status(settings: Settings, video_id: str, user_id: str, as_json: bool) -> int:
-    async with open_clients(settings) as clients:
-        services = await app.connect(clients, settings)
-        record = await services.store.get(user_id, video_id)
-    if record is None:
-        print(f"no job for user {user_id!r}, video {video_id!r} in table {settings.table}", file=sys.stderr)
-        return 1
-    record.pop("message", None)
-    if as_json:
-        print(json.dumps(record, sort_keys=True, default=str))
-    else:
-        for name in ("status", "job_id", "attempts", "progress", "updated_at", "error"):
-            print(f"{name:>10}: {record.get(name)}")
-        for name, rendition in sorted((record.get("renditions") or {}).items()):
-            print(f"{name:>10}: {rendition}")
+        print(
+            json.dumps(
+                {"file": job.file, "user_id": job.user_id, "video_id": job.video_id, "key": job.key}
+            )
+        )
     return 0
 
 
@@ -116,7 +102,9 @@ def embedded_emulator_if_needed(settings: Settings) -> Iterator[Settings]:
         )
 
 
-async def run_demo(settings: Settings, files: list[Path], out: Path | None, as_json: bool, timeout_s: float) -> int:
+async def run_demo(
+    settings: Settings, files: list[Path], out: Path | None, as_json: bool, timeout_s: float
+) -> int:
     from transcoder.demo import print_results
     from transcoder.demo import run_demo as demo
 
@@ -135,24 +123,39 @@ async def run_demo(settings: Settings, files: list[Path], out: Path | None, as_j
     return 0 if all(r["status"] in ("COMPLETED", "FAILED") for r in results) else 1
 
 
+Runner = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
 def parser() -> argparse.ArgumentParser:
+    """The command tree; each sub-command sets ``run``: async (settings, args) -> exit code.
+
+    Command groups that live elsewhere register themselves through ``add_commands(sub)``.
+    """
     root = argparse.ArgumentParser(prog="transcoder", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="run a worker until SIGTERM")
-    sub.add_parser("bootstrap", help="create the bucket, queues and table (idempotent)")
+    worker = sub.add_parser("worker", help="run a worker until SIGTERM")
+    worker.set_defaults(run=lambda s, a: run_worker(s))
+    boot = sub.add_parser("bootstrap", help="create the bucket, queues and table (idempotent)")
+    boot.set_defaults(run=lambda s, a: run_bootstrap(s))
     submit = sub.add_parser("submit", help="upload files to raw/ and enqueue them")
     submit.add_argument("files", nargs="+", type=Path)
     submit.add_argument("--user", default="local", help="user id for the raw/ key (default: local)")
-    status = sub.add_parser("status", help="show a job record")
-    status.add_argument("video_id")
-    status.add_argument("--user", default="demo")
-    status.add_argument("--json", action="store_true")
+    submit.set_defaults(run=lambda s, a: run_submit(s, a.files, a.user))
     demo = sub.add_parser("demo", help="emulator + samples + worker, end to end")
     demo.add_argument("files", nargs="*", type=Path, help="videos (default: the samples)")
     demo.add_argument("--json", action="store_true", help="one JSON line per job")
     demo.add_argument("--out", type=Path, help="download renditions to DIR/<video_id>/<name>.mp4")
-    demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    demo.add_argument(
+        "--timeout", type=float, default=900.0, help="give up after this many seconds"
+    )
+    demo.set_defaults(run=lambda s, a: run_demo(s, a.files, a.out, a.json, a.timeout))
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return root
+
+
+# Modules that contribute command groups (each defines ``add_commands(subparsers)``).
+COMMAND_MODULES: tuple[str, ...] = ("transcoder.ops",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,14 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"transcoder: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, json=settings.log_json)
-    commands: dict[str, Any] = {
-        "worker": lambda: run_worker(settings),
-        "bootstrap": lambda: run_bootstrap(settings),
-        "submit": lambda: run_submit(settings, args.files, args.user),
-        "status": lambda: run_status(settings, args.video_id, args.user, args.json),
-        "demo": lambda: run_demo(settings, args.files, args.out, args.json, args.timeout),
-    }
-    return int(asyncio.run(commands[args.command]()))
+    run: Runner = args.run
+
+    async def command() -> int:
+        return await run(settings, args)
+
+    return asyncio.run(command())
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ async def submit(
     """Upload each file under ``raw/{user_id}/`` and invoke the enqueue handler for it."""
     services = await app.connect(clients, settings)
     enqueuer = build(
-        EnqueueConfig(table=settings.table, queue_url=services.queue.url, max_input_bytes=settings.max_input_bytes),
+        EnqueueConfig(
+            table=settings.table,
+            queue_url=services.queue.url,
+            max_input_bytes=settings.max_input_bytes,
+        ),
         endpoint_url=settings.endpoint_url,
         region=settings.region,
     )
@@ -67,7 +71,13 @@ async def submit(
         head = await clients.s3.head_object(Bucket=settings.bucket, Key=key)
         event = s3_event_for(settings.bucket, key, dict(head), settings.region)
         report = await asyncio.to_thread(enqueuer.handle, event)
-        log.info("demo.enqueued", file=str(path), key=key, via="enqueue_lambda.handler", **report.as_dict())
+        log.info(
+            "demo.enqueued",
+            file=str(path),
+            key=key,
+            via="enqueue_lambda.handler",
+            **report.as_dict(),
+        )
         submitted.append(Submitted(str(path), user_id, video_id, key))
     return submitted
 
@@ -104,7 +114,8 @@ async def wait_for_terminal(
         records = [await services.store.get(j.user_id, j.video_id) for j in jobs]
         states = [(r or {}).get("status", "?") for r in records]
         line = "  ".join(
-            f"{j.video_id}: {s}{' ' + str((r or {}).get('progress', 0)) + '%' if s == 'PROCESSING' else ''}"
+            f"{j.video_id}: {s}"
+            + (f" {(r or {}).get('progress', 0)}%" if s == "PROCESSING" else "")
             for j, s, r in zip(jobs, states, records, strict=True)
         )
         if live and line != last_line:
@@ -142,7 +153,12 @@ def render_table(results: list[dict[str, Any]]) -> str:
 
 
 async def run_demo(
-    clients: Clients, settings: Settings, files: Sequence[Path], *, out: Path | None, timeout_s: float
+    clients: Clients,
+    settings: Settings,
+    files: Sequence[Path],
+    *,
+    out: Path | None,
+    timeout_s: float,
 ) -> list[dict[str, Any]]:
     """Bootstrap, submit, run one worker until every job is terminal; return the job summaries."""
     from transcoder.bootstrap import bootstrap

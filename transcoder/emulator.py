@@ -36,7 +36,7 @@ class Emulator:
 
     def start(self, timeout_s: float = 30.0) -> None:
         command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
-        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout_s
@@ -63,7 +63,7 @@ class Emulator:
 
     def reset(self) -> None:
         """Forget every resource (moto's reset API)."""
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
             pass
 

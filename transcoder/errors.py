@@ -39,15 +39,15 @@ class PermanentError(TranscoderError):
     retryable = False
 
 
-class InvalidMessage(PermanentError):  # noqa: N818 - reads as the outcome it is
+class InvalidMessage(PermanentError):
     default_reason = Reason.INVALID_MESSAGE
 
 
-class InputRejected(PermanentError):  # noqa: N818
+class InputRejected(PermanentError):
     default_reason = Reason.NOT_A_VIDEO
 
 
-class ProcessingTimeout(PermanentError):  # noqa: N818
+class ProcessingTimeout(PermanentError):
     default_reason = Reason.PROCESSING_TIMEOUT
 
 
@@ -55,7 +55,7 @@ class RetryableError(TranscoderError):
     retryable = True
 
 
-class AwsUnavailable(RetryableError):  # noqa: N818
+class AwsUnavailable(RetryableError):
     default_reason = Reason.AWS_UNAVAILABLE
 
 
@@ -63,15 +63,15 @@ class FfmpegFailed(RetryableError):
     default_reason = Reason.FFMPEG_FAILED
 
 
-class Stalled(RetryableError):  # noqa: N818
+class Stalled(RetryableError):
     default_reason = Reason.STALLED
 
 
-class OutputInvalid(RetryableError):  # noqa: N818
+class OutputInvalid(RetryableError):
     default_reason = Reason.OUTPUT_INVALID
 
 
-class LeaseLost(TranscoderError):  # noqa: N818
+class LeaseLost(TranscoderError):
     """The fence moved: another attempt owns the record, or our receipt handle is dead."""
 
     retryable = True

@@ -33,7 +33,7 @@ RENDITION_PATTERN = re.compile(r"^[1-9][0-9]{2,3}p$")
 
 
 class Status(StrEnum):
-    """Job states. ``QUEUED -> PROCESSING -> COMPLETED | FAILED``; ``PROCESSING -> QUEUED`` on hand-back."""
+    """``QUEUED -> PROCESSING -> COMPLETED | FAILED``; ``PROCESSING -> QUEUED`` on hand-back."""
 
     QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
@@ -112,7 +112,7 @@ class RawKey:
 
 
 class InvalidKeyError(ValueError):
-    """A key that is not ``raw/{userId}/{videoId}.{ext}`` with valid ids and an allowed extension."""
+    """A key that is not ``raw/{userId}/{videoId}.{ext}`` with valid ids and a known extension."""
 
     def __init__(
         self, key: str, reason: Reason, detail: str, ids: tuple[str, str] | None = None
@@ -125,7 +125,7 @@ class InvalidKeyError(ValueError):
 
 
 def parse_raw_key(key: str, allowed_extensions: frozenset[str]) -> RawKey:
-    """Parse a decoded object key strictly: two segments under ``raw/``, valid ids, known extension."""
+    """Parse a decoded key strictly: two segments under ``raw/``, valid ids, known extension."""
     if not key.startswith(RAW_PREFIX):
         raise InvalidKeyError(key, Reason.INVALID_KEY, "key is outside raw/")
     parts = key[len(RAW_PREFIX) :].split("/")
@@ -179,7 +179,9 @@ class JobMessage(BaseModel):
             self.bucket, self.key, version_id=self.source_version, etag=self.source_etag
         )
         if self.job_id != expected:
-            raise ValueError("job_id does not match the source identity (bucket, key, version/ETag)")
+            raise ValueError(
+                "job_id does not match the source identity (bucket, key, version/ETag)"
+            )
         return self
 
     @classmethod
@@ -284,7 +286,9 @@ def from_attr(attr: Mapping[str, Any]) -> Any:
         return value
     if kind == "N":
         number = float(value)
-        return int(number) if number.is_integer() and "." not in value and "e" not in value else number
+        return (
+            int(number) if number.is_integer() and "." not in value and "e" not in value else number
+        )
     if kind == "M":
         return {k: from_attr(v) for k, v in value.items()}
     if kind == "L":

@@ -57,7 +57,7 @@ def even(value: float) -> int:
 
 
 def fit(display_w: int, display_h: int, short_side: int) -> tuple[int, int]:
-    """Scale so the short side equals ``short_side``; the long side keeps the aspect, rounded even."""
+    """Scale so the short side is ``short_side``; the long side keeps the aspect, rounded even."""
     if display_w <= display_h:
         return short_side, even(display_h * short_side / display_w)
     return even(display_w * short_side / display_h), short_side

@@ -79,7 +79,9 @@ class Liveness:
     def _check_health(self) -> None:
         stalled_s = self._progress.stalled_for_s()
         if stalled_s > self._config.stall_timeout_s:
-            raise Stalled(f"ffmpeg wrote no frame for {stalled_s:.0f} s (frame {self._progress.frame})")
+            raise Stalled(
+                f"ffmpeg wrote no frame for {stalled_s:.0f} s (frame {self._progress.frame})"
+            )
         elapsed = time.monotonic() - self._delivery.received_at
         if elapsed + 2 * self._config.interval_s > self._config.max_job_duration_s:
             raise ProcessingTimeout(

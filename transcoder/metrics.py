@@ -1,4 +1,4 @@
-"""Prometheus metrics and the small HTTP endpoint serving ``/metrics``, ``/healthz`` and ``/readyz``.
+"""Prometheus metrics and the small HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``.
 
 The same ``Outcome`` value that labels a job's final log line labels ``transcoder_jobs_total``.
 Histogram buckets reach 12 hours: a long 4K source is a real job, not an outlier.

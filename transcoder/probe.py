@@ -1,4 +1,4 @@
-"""ffprobe: run it (thin async shell) and turn its JSON into ``MediaInfo`` (pure, tested by equality).
+"""ffprobe: run it (a thin async shell) and turn its JSON into ``MediaInfo`` (pure).
 
 Failures are classified here, at the edge, into reason codes: what ffprobe says about a broken
 upload is permanent; what it says about the network is retryable.
@@ -93,7 +93,8 @@ def rotation_of(stream: dict[str, Any]) -> int:
 
 def _default_stream(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
     flagged = [s for s in streams if s.get("disposition", {}).get("default")]
-    return (flagged or streams or [None])[0]
+    candidates = flagged or streams
+    return candidates[0] if candidates else None
 
 
 def parse(data: dict[str, Any], *, size_bytes: int) -> MediaInfo:
@@ -138,7 +139,7 @@ def parse(data: dict[str, Any], *, size_bytes: int) -> MediaInfo:
         color_transfer=video.get("color_transfer"),
         color_primaries=video.get("color_primaries"),
         field_order=video.get("field_order"),
-        frame_count=int(frames) if str(frames).isdigit() else None,
+        frame_count=int(str(frames)) if str(frames).isdigit() else None,
         audio_index=int(audio["index"]) if audio else None,
         audio_codec=str(audio.get("codec_name")) if audio else None,
         audio_streams=len(audios),
@@ -195,6 +196,7 @@ async def run(url: str, *, timeout_s: float, ffprobe: str = "ffprobe") -> dict[s
             process.kill()
             await process.wait()
     if process.returncode != 0:
-        raise classify_failure(stderr.decode(errors="replace"), process.returncode, stage="probe")
+        returncode = process.returncode if process.returncode is not None else -1
+        raise classify_failure(stderr.decode(errors="replace"), returncode, stage="probe")
     result: dict[str, Any] = json.loads(stdout or b"{}")
     return result

@@ -1,4 +1,4 @@
-"""The SQS jobs queue: receive, delete, extend, dead-letter, depth. One adapter, SDK errors translated.
+"""The SQS jobs queue: receive, delete, extend, dead-letter, depth; SDK errors translated.
 
 A receipt handle that SQS no longer accepts (``ReceiptHandleIsInvalid``, ``MessageNotInflight``, an
 expired handle) means another receive owns the message now: that is ``LeaseLost``, not an error to
@@ -153,7 +153,7 @@ class JobQueue:
         )
 
     async def max_receive_count(self, default: int) -> int:
-        """``maxReceiveCount`` from the queue's redrive policy (the source of truth), else default."""
+        """``maxReceiveCount`` from the queue's redrive policy (the source of truth)."""
         with translated("sqs.get_queue_attributes"):
             response = await self._client.get_queue_attributes(
                 QueueUrl=self.url, AttributeNames=["RedrivePolicy"]

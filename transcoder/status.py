@@ -132,7 +132,8 @@ class JobStore:
         update = (
             "SET #status = :processing, lease_owner = :me, attempts = :attempt, "
             "lease_expires_at = :expires, updated_at = :now, started_at = :now, job_id = :job, "
-            "trace_id = :trace, submitted_at = :submitted, source_bucket = :bucket, source_key = :key, "
+            "trace_id = :trace, submitted_at = :submitted, source_bucket = :bucket, "
+            "source_key = :key, "
             "progress = :zero, created_at = if_not_exists(created_at, :now), "
             "rev = if_not_exists(rev, :zero) + :one"
         )

@@ -7,6 +7,7 @@ the MD5 of the parts' MD5s with a ``-N`` suffix) and the stored size is checked 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from transcoder.job import Reason
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class Storage:
         digests: list[bytes] = [b""] * len(offsets)
         limit = asyncio.Semaphore(self._concurrency)
 
-        async def send(number: int, offset: int) -> dict[str, Any]:
+        async def send(number: int, offset: int) -> CompletedPartTypeDef:
             async with limit:
                 chunk = await asyncio.to_thread(_read_chunk, path, offset, self._part_bytes)
                 digests[number - 1] = hashlib.md5(chunk, usedforsecurity=False).digest()
@@ -136,7 +138,7 @@ class Storage:
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
-                    MultipartUpload={"Parts": list(parts)},
+                    MultipartUpload={"Parts": parts},
                 )
         except BaseException:
             await asyncio.shield(self._abort(key, upload_id))
@@ -148,12 +150,11 @@ class Storage:
         return Uploaded(key, size, etag, len(offsets))
 
     async def _abort(self, key: str, upload_id: str) -> None:
-        try:
+        # Best effort: the bucket's lifecycle rule reaps incomplete uploads we could not abort.
+        with contextlib.suppress(Exception):
             await self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id
             )
-        except Exception:  # noqa: S110 - best effort; a lifecycle rule reaps leftovers
-            pass
 
     async def _verify(self, uploaded: Uploaded, expected_etag: str) -> None:
         if expected_etag and uploaded.etag != expected_etag:

@@ -7,7 +7,7 @@
   in DESIGN.md). The same outcome labels the log line and the metric. ``settle`` is shielded from
   cancellation: a shutdown never leaves a half-written result.
 * Shutdown: ``stop`` stops receiving; jobs that will finish inside the grace period finish, the
-  rest are cancelled (ffmpeg killed) and handed back with visibility 0; ``force`` cancels everything.
+  rest are cancelled (ffmpeg killed) and handed back with visibility 0; ``force`` cancels all.
 """
 
 from __future__ import annotations
@@ -152,7 +152,9 @@ class Worker:
                     continue
                 try:
                     deliveries = await self._queue.receive(
-                        free, wait_s=self._config.wait_time_s, visibility_s=self._config.visibility_s
+                        free,
+                        wait_s=self._config.wait_time_s,
+                        visibility_s=self._config.visibility_s,
                     )
                     failures = 0
                 except AwsUnavailable as exc:
@@ -183,7 +185,10 @@ class Worker:
 
     async def _wait_for_slot(self, stop: asyncio.Event) -> None:
         self._slot_freed.clear()
-        waiters = [asyncio.ensure_future(self._slot_freed.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [
+            asyncio.ensure_future(self._slot_freed.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
         try:
             await asyncio.wait(waiters, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -196,7 +201,9 @@ class Worker:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
 
     @contextlib.asynccontextmanager
-    async def _shutdown_guard(self, stop: asyncio.Event, force: asyncio.Event) -> AsyncIterator[None]:
+    async def _shutdown_guard(
+        self, stop: asyncio.Event, force: asyncio.Event
+    ) -> AsyncIterator[None]:
         """Owns the shutdown coordinator; on exit, waits for every job to settle."""
         coordinator = asyncio.create_task(self._coordinate_shutdown(stop, force))
         try:
@@ -216,13 +223,15 @@ class Worker:
     async def _coordinate_shutdown(self, stop: asyncio.Event, force: asyncio.Event) -> None:
         await stop.wait()
         deadline = time.monotonic() + self._config.shutdown_grace_s
-        log.info("worker.stopping", running=len(self._running), grace_s=self._config.shutdown_grace_s)
+        log.info(
+            "worker.stopping", running=len(self._running), grace_s=self._config.shutdown_grace_s
+        )
         for running in list(self._running.values()):
             eta = running.progress.eta_s()
             if eta is None or time.monotonic() + eta + 5 > deadline:
                 log.info("job.interrupting", eta_s=eta)
                 running.task.cancel()
-        while self._running and not force.is_set() and time.monotonic() < deadline:
+        while self._running and not force.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         for running in list(self._running.values()):
             running.task.cancel()
@@ -255,7 +264,9 @@ class Worker:
             return await self._claim_and_run(delivery, message)
         except AwsUnavailable as exc:  # before the claim: nothing to release
             delay = backoff_s(delivery.receive_count, 5.0, 120.0, self._rng)
-            settlement = Settlement(Outcome.DEFERRED, delivery, error=error_info(exc), delay_s=delay)
+            settlement = Settlement(
+                Outcome.DEFERRED, delivery, error=error_info(exc), delay_s=delay
+            )
             return await self._commit(settlement)
 
     async def _claim_and_run(self, delivery: Delivery, message: JobMessage) -> Settlement:
@@ -284,7 +295,12 @@ class Worker:
         running = self._running.get(delivery.message_id)
         progress = running.progress if running else Progress()
         liveness = Liveness(
-            self._queue, self._store, delivery, lease, progress, self._config.liveness,
+            self._queue,
+            self._store,
+            delivery,
+            lease,
+            progress,
+            self._config.liveness,
             self._renewals,
         )
 
@@ -300,7 +316,7 @@ class Worker:
             raise
         except LeaseLost as exc:
             return Settlement(Outcome.LEASE_LOST, delivery, lease, error=error_info(exc))
-        except Exception as exc:  # noqa: BLE001 - default to retryable; permanent is explicit
+        except Exception as exc:
             return self._failure(delivery, lease, exc)
         return Settlement(Outcome.COMPLETED, delivery, lease, result=result)
 
@@ -323,7 +339,9 @@ class Worker:
 
     def _held_delay(self, delivery: Delivery, lease_remaining_s: float) -> int:
         step = self._config.visibility_s * 2 ** max(0, delivery.receive_count - 1)
-        return int(min(MAX_VISIBILITY_S - 600, lease_remaining_s + step * self._rng.uniform(0.1, 0.3)))
+        return int(
+            min(MAX_VISIBILITY_S - 600, lease_remaining_s + step * self._rng.uniform(0.1, 0.3))
+        )
 
     async def _give_back(self, delivery: Delivery) -> None:
         with contextlib.suppress(TranscoderError):
@@ -387,7 +405,9 @@ class Worker:
                 await self._queue.set_visibility(s.delivery, s.delay_s)
             case Outcome.POISON:
                 assert s.error
-                await self._queue.dead_letter(s.delivery, reason=s.error.code, detail=s.error.message)
+                await self._queue.dead_letter(
+                    s.delivery, reason=s.error.code, detail=s.error.message
+                )
             case Outcome.LEASE_LOST:
                 pass
 
@@ -401,5 +421,7 @@ class Worker:
             fields["visible_in_s"] = s.delay_s
         if s.result:
             fields["renditions"] = {n: r.status for n, r in s.result.renditions.items()}
-        level = "warning" if s.outcome in (Outcome.RETRY, Outcome.EXHAUSTED, Outcome.POISON) else "info"
+        level = (
+            "warning" if s.outcome in (Outcome.RETRY, Outcome.EXHAUSTED, Outcome.POISON) else "info"
+        )
         getattr(log, level)("job.settled", **fields)
