@@ -1,0 +1,1 @@
+"""Scale to zero: the pure scaling policy, the sampler (Lambda + CLI) and the simulator."""

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks on the samples against plain-ffmpeg baselines (python -m benchmarks)."""
