@@ -126,6 +126,8 @@ class JobStore:
             submitted=message.submitted_at,
             bucket=message.bucket,
             key=message.key,
+            user=message.user_id,
+            video=message.video_id,
             zero=0,
             one=1,
         )
@@ -133,7 +135,7 @@ class JobStore:
             "SET #status = :processing, lease_owner = :me, attempts = :attempt, "
             "lease_expires_at = :expires, updated_at = :now, started_at = :now, job_id = :job, "
             "trace_id = :trace, submitted_at = :submitted, source_bucket = :bucket, "
-            "source_key = :key, "
+            "source_key = :key, user_id = :user, video_id = :video, "
             "progress = :zero, created_at = if_not_exists(created_at, :now), "
             "rev = if_not_exists(rev, :zero) + :one"
         )

@@ -1,0 +1,163 @@
+"""The adapters against the emulator over real HTTP, with the production aiobotocore clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from transcoder.aws import Clients
+from transcoder.bootstrap import Resources, bootstrap
+from transcoder.config import Settings
+from transcoder.errors import InputRejected, LeaseLost
+from transcoder.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.queue import JobQueue
+from transcoder.status import JobStore
+from transcoder.storage import Storage
+
+MiB = 1024**2
+
+
+def job(video: str = "v1", etag: str = "e1") -> JobMessage:
+    return JobMessage.for_object(
+        bucket="media",
+        key=f"raw/u1/{video}.mp4",
+        raw=RawKey("u1", video, "mp4"),
+        etag=etag,
+        version_id=None,
+        trace_id="t",
+    )
+
+
+async def test_bootstrap_is_idempotent(clients: Clients, settings: Settings) -> None:
+    first = await bootstrap(clients, settings)
+    second = await bootstrap(clients, settings)
+    assert first == second
+    queue = JobQueue(clients.sqs, first.queue_url, first.dlq_url)
+    assert await queue.max_receive_count(default=99) == 3
+
+
+async def test_receive_extend_delete(clients: Clients, resources: Resources) -> None:
+    queue = JobQueue(clients.sqs, resources.queue_url, resources.dlq_url)
+    await queue.send("hello")
+    (delivery,) = await queue.receive(10, wait_s=1, visibility_s=30)
+    assert delivery.body == "hello"
+    assert delivery.receive_count == 1
+    await queue.set_visibility(delivery, 120)
+    assert (await queue.depth()).in_flight == 1
+    await queue.delete(delivery)
+    depth = await queue.depth()
+    assert (depth.visible, depth.in_flight) == (0, 0)
+    with pytest.raises(LeaseLost):
+        await queue.set_visibility(delivery, 10)
+
+
+async def test_redrive_to_the_dlq_after_three_receives(
+    clients: Clients, resources: Resources
+) -> None:
+    queue = JobQueue(clients.sqs, resources.queue_url, resources.dlq_url)
+    await queue.send("doomed")
+    for expected_count in (1, 2, 3):
+        (delivery,) = await queue.receive(1, wait_s=1, visibility_s=30)
+        assert delivery.receive_count == expected_count
+        await queue.set_visibility(delivery, 0)
+    assert await queue.receive(1, wait_s=1, visibility_s=30) == []
+    dlq = JobQueue(clients.sqs, resources.dlq_url, None)
+    (dead,) = await dlq.receive(1, wait_s=1, visibility_s=30)
+    assert dead.body == "doomed"
+
+
+async def test_poison_is_moved_to_the_dlq_with_its_reason(
+    clients: Clients, resources: Resources
+) -> None:
+    queue = JobQueue(clients.sqs, resources.queue_url, resources.dlq_url)
+    await queue.send("{not json")
+    (delivery,) = await queue.receive(1, wait_s=1, visibility_s=30)
+    await queue.dead_letter(delivery, reason="invalid_message", detail="not JSON")
+    assert (await queue.depth()).in_flight == 0
+    response = await clients.sqs.receive_message(
+        QueueUrl=resources.dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )
+    (dead,) = response["Messages"]
+    assert dead["Body"] == "{not json"
+    assert dead["MessageAttributes"]["transcoder_reason"]["StringValue"] == "invalid_message"
+
+
+async def test_claim_and_fenced_writes(clients: Clients, resources: Resources) -> None:
+    store = JobStore(clients.dynamodb, resources.table)
+    message = job()
+    lease = await store.claim(message, None, owner="w1", lease_s=60)
+    assert lease is not None
+    assert lease.attempt == 1
+    # A second claimer that read the record before our claim loses the race.
+    assert await store.claim(message, None, owner="w2", lease_s=60) is None
+    await store.renew(lease, lease_s=60, progress=40)
+    record = await store.get("u1", "v1")
+    assert record is not None
+    assert (record["status"], record["progress"], record["lease_owner"]) == ("PROCESSING", 40, "w1")
+
+    # The lease lapses and another worker takes over: attempt 2. Our writes are now fenced off.
+    expired = {**record, "lease_expires_at": time.time() - 1}
+    await clients.dynamodb.update_item(
+        TableName=resources.table,
+        Key={"pk": {"S": "USER#u1"}, "sk": {"S": "VIDEO#v1"}},
+        UpdateExpression="SET lease_expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": str(expired["lease_expires_at"])}},
+    )
+    stale = await store.get("u1", "v1")
+    takeover = await store.claim(message, stale, owner="w2", lease_s=60)
+    assert takeover is not None
+    assert takeover.attempt == 2
+    with pytest.raises(LeaseLost):
+        await store.mark_completed(lease, {})
+    error = ErrorInfo(code=Reason.NOT_A_VIDEO, message="text", retryable=False)
+    await store.mark_failed(takeover, error)
+    final = await store.get("u1", "v1")
+    assert final is not None
+    assert final["status"] == "FAILED"
+    assert final["error"]["code"] == "not_a_video"
+    assert "lease_owner" not in final
+
+
+async def test_status_index_lists_jobs_by_state(clients: Clients, resources: Resources) -> None:
+    store = JobStore(clients.dynamodb, resources.table)
+    for video in ("a1", "a2"):
+        lease = await store.claim(job(video), None, owner="w", lease_s=60)
+        assert lease is not None
+        await store.release(lease, None)
+    queued = await store.list_by_status(Status.QUEUED)
+    assert {r["video_id"] for r in queued} == {"a1", "a2"}
+    assert await store.list_by_status(Status.COMPLETED) == []
+
+
+async def test_multipart_upload_is_verified_and_presigned_get_serves_ranges(
+    clients: Clients, resources: Resources, tmp_path: Path
+) -> None:
+    storage = Storage(
+        clients.s3, resources.bucket, multipart_threshold_bytes=5 * MiB, part_bytes=5 * MiB
+    )
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(12 * MiB))
+    uploaded = await storage.upload(path, "transcoded/720p/u/v.mp4")
+    assert uploaded.parts == 3
+    assert uploaded.size_bytes == 12 * MiB
+    info = await storage.head("transcoded/720p/u/v.mp4")
+    assert info.size_bytes == 12 * MiB
+
+    url = await storage.presign_get("transcoded/720p/u/v.mp4", ttl_s=60)
+    request = urllib.request.Request(url, headers={"Range": "bytes=100-199"})
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).read())
+    assert body == path.read_bytes()[100:200]
+
+
+async def test_head_of_a_missing_source_is_a_permanent_rejection(
+    clients: Clients, resources: Resources
+) -> None:
+    storage = Storage(clients.s3, resources.bucket)
+    with pytest.raises(InputRejected) as caught:
+        await storage.head("raw/u/missing.mp4")
+    assert caught.value.reason is Reason.SOURCE_NOT_FOUND
