@@ -46,6 +46,7 @@ __all__ = [
     "ensure_available",
     "ensure_samples",
     "fetch",
+    "locked",
     "verify",
 ]
 
@@ -280,6 +281,11 @@ def _resolve(names: Iterable[str] | None) -> list[Sample]:
         if SAMPLES[name] not in wanted:
             wanted.append(SAMPLES[name])
     return wanted
+
+
+def locked(lock_path: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``lock_path`` (created if missing) inside the block."""
+    return _locked(lock_path)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,12 @@ One process decodes the source once, ``split``s the picture into one scaler and 
 rendition, encodes the audio once, and writes every rendition through the ``tee`` muxer, so the
 shared AAC packets go into each MP4 without a second encode. Each MP4 is written to local scratch
 with ``+faststart`` (moov before mdat) so players can start before the whole file arrives.
+
+Before the split, the picture is deinterlaced (``bwdif``, frames flagged interlaced only), made
+constant-rate when the plan says so (``fps``), and converted to BT.709 SDR when the source is HDR
+or BT.2020 (``zscale`` + ``tonemap``). Rotation needs no filter: ffmpeg applies the display matrix
+on decode (autorotate) and writes none to the output. ``-max_error_rate`` turns a source whose
+frames mostly fail to decode into exit status 69 (``undecodable``) instead of a glitchy rendition.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any
 
 import ffmpeg
 
-from transcoder.ladder import Plan
+from transcoder.ladder import ColourIn, Plan
+from transcoder.probe import MAX_DECODE_ERROR_RATE
 
 # Reading from a presigned S3 URL: seekable HTTP with range requests (moov-at-end MP4 works),
 # reconnect on network errors and on 5xx, and never hang forever on a dead socket.
@@ -27,13 +34,29 @@ HTTP_INPUT_OPTIONS: Mapping[str, str] = {
     "rw_timeout": "30000000",
 }
 
-TONEMAP_CHAIN = (
-    ("zscale", {"t": "linear", "npl": "100"}),
-    ("format", {"pix_fmts": "gbrpf32le"}),
-    ("zscale", {"p": "bt709"}),
-    ("tonemap", {"tonemap": "hable", "desat": "0"}),
-    ("zscale", {"t": "bt709", "m": "bt709", "r": "tv"}),
-)
+# HDR -> SDR: linearise with the source's own description (so zscale never guesses), treating
+# 203 cd/m2 as SDR white (ITU-R BT.2408 reference white), convert the primaries to BT.709 in
+# linear light, roll the highlights off (mobius keeps everything below the knee linear, so
+# mid-tones and saturation survive: no washed-out look), then encode with the BT.709 curve.
+REFERENCE_WHITE_NITS = 203
+
+
+def colour_chain(colour: ColourIn) -> list[tuple[str, dict[str, str]]]:
+    """The filters that bring ``colour`` to 8-bit BT.709 SDR (zscale + tonemap)."""
+    source = {"tin": colour.transfer, "pin": colour.primaries, "min": colour.matrix}
+    if not colour.tonemap:
+        return [
+            ("zscale", {**source, "t": "bt709", "p": "bt709", "m": "bt709", "r": "tv"}),
+            ("format", {"pix_fmts": "yuv420p"}),
+        ]
+    return [
+        ("zscale", {**source, "t": "linear", "npl": str(REFERENCE_WHITE_NITS)}),
+        ("format", {"pix_fmts": "gbrpf32le"}),
+        ("zscale", {"p": "bt709"}),
+        ("tonemap", {"tonemap": "mobius", "desat": "0"}),
+        ("zscale", {"t": "bt709", "m": "bt709", "r": "tv"}),
+        ("format", {"pix_fmts": "yuv420p"}),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +74,8 @@ def _video_chain(source: Any, plan: Plan) -> Any:
         stream = stream.filter("bwdif", mode="send_frame", parity="auto", deint="interlaced")
     if plan.output_fps:
         stream = stream.filter("fps", fps=f"{plan.output_fps:.6g}")
-    if plan.tonemap:
-        for name, options in TONEMAP_CHAIN:
+    if plan.colour is not None:
+        for name, options in colour_chain(plan.colour):
             stream = stream.filter(name, **options)
     return stream
 
@@ -75,29 +98,22 @@ def _rate_options(plan: Plan) -> dict[str, Any]:
     return options
 
 
-def build_args(
-    input_url: str,
-    plan: Plan,
-    outputs: Mapping[str, Path],
-    options: EncodeOptions,
-    *,
-    binary: str = "ffmpeg",
-) -> list[str]:
-    """The complete ffmpeg command line for ``plan``; ``outputs`` maps rendition name -> path."""
-    http = input_url.startswith(("http://", "https://"))
-    source = ffmpeg.input(input_url, **(HTTP_INPUT_OPTIONS if http else {}))
-    video = _video_chain(source, plan)
+def _scaled(video: Any, plan: Plan) -> list[Any]:
+    """One branch per rendition: scaled to its size, square pixels, 8-bit 4:2:0."""
     if len(plan.targets) > 1:
         split = video.filter_multi_output("split", len(plan.targets))
         branches = [split.stream(i) for i in range(len(plan.targets))]
     else:
         branches = [video]
-    streams = [
+    return [
         branch.filter("scale", target.width, target.height)
         .filter("setsar", "1")
         .filter("format", "yuv420p")
         for branch, target in zip(branches, plan.targets, strict=True)
     ]
+
+
+def _encode_options(plan: Plan, options: EncodeOptions) -> dict[str, Any]:
     encode: dict[str, Any] = {
         "c:v": "libx264",
         "preset": options.preset,
@@ -111,14 +127,37 @@ def build_args(
         "threads": options.threads,
         **_rate_options(plan),
     }
-    if plan.tonemap:
-        encode.update(color_primaries="bt709", color_trc="bt709", colorspace="bt709")
+    if plan.to_bt709:
+        encode.update(
+            color_primaries="bt709", color_trc="bt709", colorspace="bt709", color_range="tv"
+        )
+    if plan.audio_index is not None:
+        encode.update({"c:a": "aac", "b:a": f"{options.audio_bitrate_kbps}k", "ac": 2})
+    return encode
+
+
+def build_args(
+    input_url: str,
+    plan: Plan,
+    outputs: Mapping[str, Path],
+    options: EncodeOptions,
+    *,
+    binary: str = "ffmpeg",
+) -> list[str]:
+    """The complete ffmpeg command line for ``plan``; ``outputs`` maps rendition name -> path."""
+    http = input_url.startswith(("http://", "https://"))
+    source = ffmpeg.input(input_url, **(HTTP_INPUT_OPTIONS if http else {}))
+    streams = _scaled(_video_chain(source, plan), plan)
     if plan.audio_index is not None:
         streams.append(source[str(plan.audio_index)])
-        encode.update({"c:a": "aac", "b:a": f"{options.audio_bitrate_kbps}k", "ac": 2})
-    output = ffmpeg.output(*streams, _tee_spec(plan, outputs), format="tee", **encode)
+    output = ffmpeg.output(
+        *streams, _tee_spec(plan, outputs), format="tee", **_encode_options(plan, options)
+    )
     args: list[str] = output.global_args(
-        "-nostdin", "-hide_banner", "-loglevel", "error", "-progress", "pipe:1", "-nostats"
+        "-nostdin",
+        "-hide_banner",
+        *("-loglevel", "error", "-progress", "pipe:1", "-nostats"),
+        *("-max_error_rate", f"{MAX_DECODE_ERROR_RATE:g}"),
     ).compile(cmd=binary, overwrite_output=True)
     return args
 

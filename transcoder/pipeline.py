@@ -85,8 +85,8 @@ class Pipeline:
             media = probe.parse(raw, size_bytes=size)
         if media.duration_s > self._config.max_input_duration_s:
             raise InputRejected(
-                f"source lasts {media.duration_s:.0f} s, over the "
-                f"{self._config.max_input_duration_s:.0f} s limit",
+                f"source lasts {media.duration_s:.1f} s, over the "
+                f"{self._config.max_input_duration_s:g} s limit",
                 reason=Reason.INPUT_TOO_LONG,
             )
         facts = source_facts(media)
@@ -135,6 +135,23 @@ class Pipeline:
         )
         return url, info.size_bytes
 
+    async def _verify(
+        self, outputs: dict[str, Path], media: probe.MediaInfo, plan: ladder.Plan
+    ) -> dict[str, verify.Verified]:
+        """Probe every rendition; a source cut short fails first, then the publish gate."""
+        facts = {
+            target.name: await probe.run(
+                str(outputs[target.name]), timeout_s=self._config.ffprobe_timeout_s
+            )
+            for target in plan.targets
+        }
+        for found in facts.values():
+            verify.check_complete(found, media)
+        return {
+            target.name: verify.check(outputs[target.name], facts[target.name], target, media, plan)
+            for target in plan.targets
+        }
+
     async def _produce(
         self,
         message: JobMessage,
@@ -153,15 +170,8 @@ class Pipeline:
         encode_s = time.monotonic() - encode_started
         metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
         progress.enter("verify")
-        checked: dict[str, verify.Verified] = {}
         with metrics.STAGE_DURATION.labels("verify").time():
-            for target in plan.targets:
-                facts = await probe.run(
-                    str(outputs[target.name]), timeout_s=self._config.ffprobe_timeout_s
-                )
-                checked[target.name] = verify.check(
-                    outputs[target.name], facts, target, media, plan
-                )
+            checked = await self._verify(outputs, media, plan)
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
             uploads = await asyncio.gather(
