@@ -24,8 +24,8 @@ from transcoder.ladder import (
 from transcoder.probe import MediaInfo
 
 BOTH = ("720p", "1080p")
-T720 = Target("720p", 1280, 720, 23, 4500, 9000)
-T1080 = Target("1080p", 1920, 1080, 23, 7800, 15600)
+T720 = Target("720p", 1280, 720, 21, 4500, 9000)
+T1080 = Target("1080p", 1920, 1080, 21, 7800, 15600)
 NO_UPSCALE_1080 = Skipped("1080p", "source short side 720px < 1080px (no upscaling)")
 
 BASE = MediaInfo(
@@ -85,7 +85,7 @@ def test_display_matrix_rotation_gives_portrait_renditions_at_the_rung_short_sid
 
 def test_true_portrait_is_not_upscaled_and_keeps_its_orientation() -> None:
     portrait = plan_for(media(width=720, height=1280))
-    assert portrait.targets == (Target("720p", 720, 1280, 23, 4500, 9000),)
+    assert portrait.targets == (Target("720p", 720, 1280, 21, 4500, 9000),)
     assert portrait.skipped == (NO_UPSCALE_1080,)
 
 
@@ -96,7 +96,7 @@ def test_720p_source_skips_1080p_with_a_reason() -> None:
 
 def test_source_below_the_lowest_rung_keeps_its_own_size() -> None:
     tiny = plan_for(media(width=160, height=90))
-    assert tiny.targets == (Target("720p", 160, 90, 23, 4500, 9000),)
+    assert tiny.targets == (Target("720p", 160, 90, 21, 4500, 9000),)
     assert tiny.skipped == (Skipped("1080p", "source short side 90px < 1080px (no upscaling)"),)
 
 

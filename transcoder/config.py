@@ -33,9 +33,12 @@ class Rung(BaseModel):
     bufsize_kbps: int = Field(ge=100)
 
 
+# CRF 21 with x264 "veryfast": in the preset x CRF sweep (benchmarks/results, docs/benchmarks.md)
+# it was the only point that reached VMAF 93 at 1080p for the CPU of the old CRF 23 default;
+# "faster" CRF 23 also reaches it but costs 1.4x the CPU-seconds, which is most of the bill.
 DEFAULT_LADDER: tuple[Rung, ...] = (
-    Rung(name="720p", short_side=720, crf=23, maxrate_kbps=4_500, bufsize_kbps=9_000),
-    Rung(name="1080p", short_side=1080, crf=23, maxrate_kbps=7_800, bufsize_kbps=15_600),
+    Rung(name="720p", short_side=720, crf=21, maxrate_kbps=4_500, bufsize_kbps=9_000),
+    Rung(name="1080p", short_side=1080, crf=21, maxrate_kbps=7_800, bufsize_kbps=15_600),
 )
 
 
@@ -67,9 +70,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRANSCODER_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
     )
     ecs_agent_uri: str | None = Field(default=None, validation_alias="ECS_AGENT_URI")
+    ecs_cluster: str | None = Field(default=None, description="ECS cluster of the worker service")
+    ecs_service: str | None = Field(default=None, description="ECS service running the workers")
 
     # The queue contract.
-    visibility_timeout_s: int = Field(default=600, ge=30, le=43_200)
+    visibility_timeout_s: int = Field(default=600, ge=5, le=43_200)
     wait_time_s: int = Field(default=20, ge=0, le=20)
     max_receive_count: int = Field(default=3, ge=1, le=1000)
     retry_base_s: PositiveSeconds = 30.0
@@ -96,9 +101,15 @@ class Settings(BaseSettings):
     max_job_duration_s: PositiveSeconds = 11.5 * 3600
     shutdown_grace_s: PositiveSeconds = 100.0
     ffprobe_timeout_s: PositiveSeconds = 120.0
+    task_protection_expiry_s: int = Field(
+        default=900,
+        ge=60,
+        le=48 * 3600,
+        description="ECS scale-in protection window, renewed while busy (rounded up to minutes)",
+    )
 
     # Upload.
-    multipart_threshold_bytes: int = Field(default=16 * 1024**2, ge=5 * 1024**2)
+    multipart_threshold_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     multipart_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     upload_concurrency: int = Field(default=4, ge=1, le=32)
 

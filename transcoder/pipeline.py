@@ -139,12 +139,13 @@ class Pipeline:
         self, outputs: dict[str, Path], media: probe.MediaInfo, plan: ladder.Plan
     ) -> dict[str, verify.Verified]:
         """Probe every rendition; a source cut short fails first, then the publish gate."""
-        facts = {
-            target.name: await probe.run(
-                str(outputs[target.name]), timeout_s=self._config.ffprobe_timeout_s
+        probes = await asyncio.gather(
+            *(
+                probe.run(str(outputs[t.name]), timeout_s=self._config.ffprobe_timeout_s)
+                for t in plan.targets
             )
-            for target in plan.targets
-        }
+        )  # in parallel: each ffprobe is mostly process start-up
+        facts = {target.name: found for target, found in zip(plan.targets, probes, strict=True)}
         for found in facts.values():
             verify.check_complete(found, media)
         return {

@@ -53,7 +53,7 @@ class Storage:
         client: S3Client,
         bucket: str,
         *,
-        multipart_threshold_bytes: int = 16 * 1024**2,
+        multipart_threshold_bytes: int = 8 * 1024**2,
         part_bytes: int = 8 * 1024**2,
         concurrency: int = 4,
     ) -> None:
@@ -61,7 +61,10 @@ class Storage:
         self.bucket = bucket
         self._threshold = multipart_threshold_bytes
         self._part_bytes = part_bytes
-        self._concurrency = concurrency
+        # One budget for every upload of this process: at most ``concurrency`` bodies (a part or a
+        # small object, each <= max(threshold, part size)) are held in memory at once, however many
+        # renditions and jobs upload in parallel. It bounds the worker's RSS.
+        self._in_flight = asyncio.Semaphore(concurrency)
 
     async def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
         kwargs: dict[str, Any] = {"VersionId": version_id} if version_id else {}
@@ -94,12 +97,14 @@ class Storage:
     async def upload(self, path: Path, key: str, *, content_type: str = "video/mp4") -> Uploaded:
         size = path.stat().st_size
         if size < self._threshold:
-            body = await asyncio.to_thread(path.read_bytes)
-            with translated("s3.put_object"):
-                response = await self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
-                )
-            expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            async with self._in_flight:
+                body = await asyncio.to_thread(path.read_bytes)
+                with translated("s3.put_object"):
+                    response = await self._client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+                    )
+                expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
+                del body
             uploaded = Uploaded(key, size, str(response.get("ETag", "")).strip('"'), 1)
         else:
             uploaded = await self._multipart(path, key, size, content_type)
@@ -115,10 +120,9 @@ class Storage:
         upload_id = created["UploadId"]
         offsets = list(range(0, size, self._part_bytes))
         digests: list[bytes] = [b""] * len(offsets)
-        limit = asyncio.Semaphore(self._concurrency)
 
         async def send(number: int, offset: int) -> CompletedPartTypeDef:
-            async with limit:
+            async with self._in_flight:
                 chunk = await asyncio.to_thread(_read_chunk, path, offset, self._part_bytes)
                 digests[number - 1] = hashlib.md5(chunk, usedforsecurity=False).digest()
                 with translated("s3.upload_part"):
@@ -166,8 +170,12 @@ class Storage:
             )
 
     async def download(self, key: str, path: Path) -> int:
-        with translated("s3.get_object"):
+        """Stream an object to ``path`` (1 MiB at a time, never whole in memory)."""
+        total = 0
+        with translated("s3.get_object"), path.open("wb") as handle:
             response = await self._client.get_object(Bucket=self.bucket, Key=key)
-            data = await response["Body"].read()
-        await asyncio.to_thread(path.write_bytes, data)
-        return len(data)
+            async with response["Body"] as body:
+                async for chunk in body.iter_chunks(1024**2):
+                    handle.write(chunk)
+                    total += len(chunk)
+        return total
