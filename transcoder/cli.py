@@ -155,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Modules that contribute command groups (each defines ``add_commands(subparsers)``).
-COMMAND_MODULES: tuple[str, ...] = ("transcoder.ops",)
+COMMAND_MODULES: tuple[str, ...] = ("transcoder.ops", "autoscaling.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,40 +1,322 @@
-"""Operator commands: ``transcoder status``. Registered into the CLI by ``add_commands``."""
+"""Operator commands (``status``, ``dlq list|redrive``, ``retry``), registered by ``add_commands``.
+
+Each prints a table, or JSON with ``--json``. Redrive and retry send the message first and then
+set the record back to ``QUEUED`` (only if it is still this job's ``FAILED`` record with a
+retryable cause, unchanged since read): a failed send changes nothing, so the command can simply
+be run again, and workers claim a retryable ``FAILED`` job whether or not the record was set back
+yet. ``dlq redrive --all`` uses SQS's message-move task where the endpoint has it; otherwise
+messages are received and re-sent with the same body and deleted from the DLQ only once sent.
+See docs/enqueue.md for examples.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from transcoder import app
 from transcoder.aws import open_clients
 from transcoder.config import Settings
+from transcoder.errors import TranscoderError
+from transcoder.job import JobMessage, Status, isoformat, utcnow
+from transcoder.queue import DeadLetter, JobQueue
+from transcoder.status import JobStore
+
+UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+JOB_COLUMNS = ("updated", "status", "user", "video", "job", "tries", "progress", "error")
+LETTER_COLUMNS = ("message", "sent", "receives", "job", "user", "video", "reason", "record")
+REDRIVE_COLUMNS = ("message", "job", "video", "result", "record")
+
+
+def parse_duration(text: str) -> float:
+    """``90`` (seconds), ``30m``, ``1h30m``, ``2d`` -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration like 30m, 2h or 1h30m: {text!r}")
+    return sum(float(n) * UNIT_S[u] for n, u in parts)
+
+
+def age(iso: Any, now: datetime) -> str:
+    """How long ago an ISO timestamp was, compactly (``4m12s``, ``3h05m``, ``2d04h``)."""
+    try:
+        seconds = int((now - datetime.fromisoformat(str(iso))).total_seconds())
+    except ValueError:
+        return "?"
+    days, rest = divmod(max(0, seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """A plain left-aligned table; long cells are cut to 100 characters."""
+    cells = [[c.upper() for c in columns]]
+    cells += [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)[:100]
+
+
+def _print(payload: Any, text: str, as_json: bool) -> None:
+    print(json.dumps(payload, sort_keys=True, default=str) if as_json else text)
+
+
+def job_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    error = record.get("error") or {}
+    return {
+        "updated": age(record.get("updated_at"), now) + " ago",
+        "status": record.get("status"),
+        "user": record.get("user_id"),
+        "video": record.get("video_id"),
+        "job": str(record.get("job_id") or "")[:12],
+        "tries": record.get("attempts"),
+        "progress": f"{record.get('progress', 0)}%",
+        "error": f"{error['code']}: {error.get('message', '')}" if error else None,
+    }
 
 
 async def run_status(settings: Settings, args: argparse.Namespace) -> int:
+    if args.state:
+        return await run_status_list(settings, args)
+    if not args.video_id or args.older_than:
+        print("status: give a VIDEO_ID, or --status STATE [--older-than D]", file=sys.stderr)
+        return 2
     async with open_clients(settings) as clients:
         services = await app.connect(clients, settings)
         record = await services.store.get(args.user, args.video_id)
     if record is None:
-        print(
-            f"no job for user {args.user!r}, video {args.video_id!r} in table {settings.table}",
-            file=sys.stderr,
-        )
+        print(f"no job for {args.user}/{args.video_id} in {settings.table}", file=sys.stderr)
         return 1
     record.pop("message", None)
-    if args.json:
-        print(json.dumps(record, sort_keys=True, default=str))
-        return 0
-    for name in ("status", "job_id", "attempts", "progress", "updated_at", "error"):
-        print(f"{name:>10}: {record.get(name)}")
-    for name, rendition in sorted((record.get("renditions") or {}).items()):
-        print(f"{name:>10}: {rendition}")
+    fields = ("status", "job_id", "attempts", "progress", "updated_at", "error")
+    lines = [f"{n:>10}: {record.get(n)}" for n in fields]
+    lines += [f"{n:>10}: {r}" for n, r in sorted((record.get("renditions") or {}).items())]
+    _print(record, "\n".join(lines), args.json)
+    return 0
+
+
+async def run_status_list(settings: Settings, args: argparse.Namespace) -> int:
+    now = utcnow()
+    before = isoformat(now - timedelta(seconds=args.older_than)) if args.older_than else None
+    async with open_clients(settings) as clients:
+        services = await app.connect(clients, settings)
+        records = await services.store.list_by_status(
+            Status(args.state), updated_before=before, limit=args.limit
+        )
+    for record in records:
+        record.pop("message", None)
+    summary = f"{len(records)} job(s) {args.state}"
+    if before:
+        summary += f", not updated since {before}"
+    _print(
+        records, table(JOB_COLUMNS, [job_row(r, now) for r in records]) + f"\n{summary}", args.json
+    )
+    return 0
+
+
+def read_letter(letter: DeadLetter) -> tuple[JobMessage | None, dict[str, Any]]:
+    """The job message in a letter, if it is one, and its job/user/video (poison: from any JSON)."""
+    try:
+        message = JobMessage.model_validate_json(letter.body)
+    except ValueError:
+        try:
+            data = json.loads(letter.body)
+        except ValueError:
+            data = None
+        data = data if isinstance(data, dict) else {}
+        return None, {k: data.get(f"{k}_id") for k in ("job", "user", "video")}
+    return message, {"job": message.job_id, "user": message.user_id, "video": message.video_id}
+
+
+async def describe(store: JobStore, letter: DeadLetter) -> dict[str, Any]:
+    message, ids = read_letter(letter)
+    record = await store.get(message.user_id, message.video_id) if message else None
+    state = (record or {}).get("status", "no record" if message else "-")
+    code = ((record or {}).get("error") or {}).get("code", "")
+    return {
+        "message": letter.message_id,
+        "sent": isoformat(datetime.fromtimestamp(letter.sent_at_ms / 1000, tz=UTC)),
+        "receives": letter.receive_count,
+        **ids,
+        "reason": letter.attributes.get("transcoder_reason", "receives exhausted"),
+        "record": f"{state} {code}".strip(),
+        "detail": letter.attributes.get("transcoder_detail"),
+    }
+
+
+async def run_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_clients(settings) as clients:
+        services = await app.connect(clients, settings)
+        letters = await services.queue.dead_letters(args.limit)
+        try:
+            rows = [await describe(services.store, letter) for letter in letters]
+        finally:
+            await services.queue.release(letters)
+    short = [{**row, "job": str(row["job"] or "")[:12] or None} for row in rows]
+    text = table(LETTER_COLUMNS, short) + f"\n{len(rows)} message(s) in the dead-letter queue"
+    _print(rows, text, args.json)
+    return 0
+
+
+async def requeue_note(store: JobStore, message: JobMessage, record: dict[str, Any] | None) -> str:
+    """Set a redriven job's record back to QUEUED when it is its retryable FAILED record."""
+    if record is None:
+        return "no record"
+    if record.get("job_id") != message.job_id:
+        return "record is another upload's (worker will drop it)"
+    status, error = record.get("status"), record.get("error") or {}
+    if status == Status.FAILED and not error.get("retryable"):
+        return f"FAILED {error.get('code')}, permanent (worker will drop it)"
+    if status != Status.FAILED:
+        return f"{status} (left as is)"
+    failed_at = record.get("failed_at")
+    requeued = await store.requeue(
+        message.user_id, message.video_id, message.job_id, failed_at=failed_at
+    )
+    return "QUEUED" if requeued else "changed meanwhile (left as is)"
+
+
+async def redrive_one(services: app.Services, letter: DeadLetter) -> dict[str, Any]:
+    message, ids = read_letter(letter)
+    row = {"message": letter.message_id, **ids, "ok": False}
+    record = await services.store.get(message.user_id, message.video_id) if message else None
+    try:
+        row["result"] = f"sent as {await services.queue.resend(letter)}"
+    except (TranscoderError, ClientError) as exc:
+        with contextlib.suppress(TranscoderError, ClientError):
+            await services.queue.release([letter])
+        row["result"] = f"send failed, still in the DLQ: {exc}"
+        return row
+    row["ok"] = True
+    row["record"] = await requeue_note(services.store, message, record) if message else "poison"
+    return row
+
+
+async def redrive(services: app.Services, job_id: str | None, limit: int) -> dict[str, Any]:
+    letters = await services.queue.dead_letters(limit)
+    chosen = [le for le in letters if job_id is None or read_letter(le)[1]["job"] == job_id]
+    chosen_ids = {le.message_id for le in chosen}
+    await services.queue.release([le for le in letters if le.message_id not in chosen_ids])
+    rows = [await redrive_one(services, letter) for letter in chosen]
+    return {"mode": "resend", "scanned": len(letters), "redriven": rows}
+
+
+async def start_move_task(settings: Settings, queue: JobQueue) -> str | None:
+    """SQS's message-move task, tried once without SDK retries: if it fails, receive-and-resend
+    (always correct, just slower) takes over."""
+    async with open_clients(settings, max_attempts=1) as once:
+        try:
+            return await JobQueue(once.sqs, queue.url, queue.dlq_url).start_redrive()
+        except (TranscoderError, ClientError) as exc:
+            reason = str(exc).splitlines()[0][:120]
+            print(
+                f"message-move task unavailable ({reason}); receiving and re-sending",
+                file=sys.stderr,
+            )
+            return None
+
+
+async def run_dlq_redrive(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_clients(settings) as clients:
+        services = await app.connect(clients, settings)
+        if services.queue.dlq_url is None:
+            print(f"no dead-letter queue {settings.dead_letter_queue!r}", file=sys.stderr)
+            return 2
+        use_task = args.all and not args.resend
+        handle = await start_move_task(settings, services.queue) if use_task else None
+        if handle is not None:
+            text = f"SQS message-move task started: {handle}"
+            _print({"mode": "move_task", "task_handle": handle}, text, args.json)
+            return 0
+        result = await redrive(services, args.job, args.limit)
+    rows = result["redriven"]
+    text = table(REDRIVE_COLUMNS, [{**r, "job": str(r["job"] or "")[:12]} for r in rows])
+    text += f"\n{sum(r['ok'] for r in rows)} of {len(rows)} message(s) redriven"
+    _print(result, text, args.json)
+    if args.job and not rows:
+        print(f"no message for job {args.job} among {result['scanned']}", file=sys.stderr)
+        return 1
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def retry_refusal(record: dict[str, Any] | None) -> str | None:
+    if record is None:
+        return "no such job"
+    error = record.get("error") or {}
+    if record.get("status") != Status.FAILED:
+        return f"the job is {record.get('status')}; only FAILED jobs are retried"
+    if not error.get("retryable"):
+        return f"it failed permanently ({error.get('code')}): upload the video again instead"
+    if not record.get("message"):
+        return "the record has no stored message to send"
+    return None
+
+
+async def run_retry(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_clients(settings) as clients:
+        services = await app.connect(clients, settings)
+        record = await services.store.get(args.user, args.video_id)
+        refusal = retry_refusal(record)
+        if refusal is not None or record is None:
+            print(f"retry {args.user}/{args.video_id}: {refusal}", file=sys.stderr)
+            return 1
+        message = JobMessage.model_validate_json(str(record["message"]))
+        message_id = await services.queue.send(message.model_dump_json())
+        requeued = await services.store.requeue(
+            message.user_id, message.video_id, message.job_id, failed_at=record.get("failed_at")
+        )
+    row = {"video": message.video_id, "job": message.job_id, "message": message_id}
+    row.update(record="QUEUED" if requeued else "changed meanwhile", was=record["error"]["code"])
+    _print(row, table(("video", "job", "was", "message", "record"), [row]), args.json)
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    status = sub.add_parser("status", help="show a job record")
-    status.add_argument("video_id")
+    status = sub.add_parser("status", help="show a job record, or list jobs in a state")
+    status.add_argument("video_id", nargs="?")
     status.add_argument("--user", default="demo", help="the upload's user id (default: demo)")
+    status.add_argument("--status", dest="state", choices=[s.value for s in Status])
+    status.add_argument("--older-than", type=parse_duration, help="e.g. 30m: not updated since")
+    status.add_argument("--limit", type=int, default=100)
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=run_status)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(required=True)
+    listing = dlq.add_parser("list", help="show dead-lettered messages and their jobs")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=run_dlq_list)
+    move = dlq.add_parser("redrive", help="move dead-lettered messages back to the jobs queue")
+    which = move.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", help="only this job's message(s)")
+    which.add_argument("--all", action="store_true")
+    move.add_argument("--resend", action="store_true", help="never use the message-move task")
+    move.add_argument("--limit", type=int, default=1000, help="at most this many messages")
+    move.add_argument("--json", action="store_true")
+    move.set_defaults(run=run_dlq_redrive)
+
+    retry = sub.add_parser("retry", help="re-send a FAILED job whose cause was retryable")
+    retry.add_argument("video_id")
+    retry.add_argument("--user", default="demo", help="the upload's user id (default: demo)")
+    retry.add_argument("--json", action="store_true")
+    retry.set_defaults(run=run_retry)
