@@ -8,23 +8,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from transcoder import metrics
-from transcoder.aws import Clients
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from transcoder import metrics, protection
+from transcoder.aws import Clients, client_config, translated
 from transcoder.config import Settings
 from transcoder.errors import TranscoderError
 from transcoder.ffmpeg import EncodeOptions
 from transcoder.liveness import LivenessConfig
 from transcoder.logs import get_logger
 from transcoder.pipeline import Pipeline, PipelineConfig
-from transcoder.queue import JobQueue, resolve_url
+from transcoder.queue import MAX_VISIBILITY_S, JobQueue, resolve_url
+from transcoder.scratch import ScratchSpace
 from transcoder.status import JobStore
 from transcoder.storage import Storage
 from transcoder.worker import Worker, WorkerConfig
 
 log = get_logger(__name__)
+# A job must fail explicitly before SQS's 12-hour cap on a message's total invisibility.
+MAX_JOB_DURATION_S = MAX_VISIBILITY_S - 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +61,7 @@ async def connect(clients: Clients, settings: Settings) -> Services:
     )
 
 
-def pipeline_config(settings: Settings) -> PipelineConfig:
+def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> PipelineConfig:
     return PipelineConfig(
         ladder=settings.ladder,
         encode=EncodeOptions(
@@ -62,7 +69,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             audio_bitrate_kbps=settings.audio_bitrate_kbps,
             threads=settings.ffmpeg_threads,
         ),
-        scratch_dir=settings.scratch_dir,
+        scratch_dir=scratch_dir or settings.scratch_dir,
         max_input_bytes=settings.max_input_bytes,
         max_input_duration_s=settings.max_input_duration_s,
         max_fps=settings.max_fps,
@@ -89,33 +96,76 @@ async def build_worker(
             visibility_s=settings.visibility_timeout_s,
             interval_s=settings.heartbeat_interval_s,
             stall_timeout_s=settings.stall_timeout_s,
-            max_job_duration_s=settings.max_job_duration_s,
+            max_job_duration_s=min(settings.max_job_duration_s, MAX_JOB_DURATION_S),
         ),
     )
+    # This process's scratch root; roots left by killed workers on this host are removed now.
+    scratch = ScratchSpace.claim(settings.scratch_dir, settings.worker_id)
+    scratch.sweep()
     return Worker(
         config,
         services.queue,
         services.store,
-        Pipeline(services.storage, pipeline_config(settings)),
+        Pipeline(services.storage, pipeline_config(settings, scratch.root)),
         health=health,
+        protection=protection.for_agent(
+            settings.ecs_agent_uri, expires_s=settings.task_protection_expiry_s
+        ),
+        scratch=scratch,
     )
 
 
-async def poll_queue_depth(queue: JobQueue, interval_s: float) -> None:
-    """Keep the queue-depth gauges current (visible, in flight, delayed; jobs and DLQ)."""
+RunningTasks = Callable[[], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def ecs_running_tasks(settings: Settings) -> AsyncIterator[RunningTasks | None]:
+    """The ECS service's running count, when ``TRANSCODER_ECS_CLUSTER``/``_SERVICE`` are set."""
+    cluster, service = settings.ecs_cluster, settings.ecs_service
+    if not cluster or not service:
+        yield None
+        return
+    config = client_config(settings)
+    async with get_session().create_client(
+        "ecs", endpoint_url=settings.endpoint_url, config=config
+    ) as ecs:
+
+        async def running() -> int:
+            with translated("ecs.describe_services"):
+                response = await ecs.describe_services(cluster=cluster, services=[service])
+            found = response.get("services", [])
+            return int(found[0].get("runningCount", 0)) if found else 0
+
+        yield running
+
+
+async def record_queue_depth(queue: JobQueue, running_tasks: RunningTasks | None = None) -> None:
+    """Set the queue gauges (jobs and DLQ) and backlog per task = (visible + in flight) / running
+    tasks (1 when the ECS service is not configured). Errors are logged, never raised."""
+    try:
+        outstanding = 0
+        for name, url in (("jobs", queue.url), ("dlq", queue.dlq_url)):
+            if url is None:
+                continue
+            depth = await queue.depth(url)
+            metrics.QUEUE_MESSAGES.labels(name, "visible").set(depth.visible)
+            metrics.QUEUE_MESSAGES.labels(name, "in_flight").set(depth.in_flight)
+            metrics.QUEUE_MESSAGES.labels(name, "delayed").set(depth.delayed)
+            if name == "jobs":
+                outstanding = depth.visible + depth.in_flight
+        tasks = await running_tasks() if running_tasks is not None else 1
+    except (TranscoderError, ClientError) as exc:  # a wrong name must not kill the poller
+        log.warning("queue.depth_failed", error=str(exc))
+        return
+    metrics.BACKLOG_PER_TASK.set(outstanding / max(1, tasks))
+
+
+async def poll_queue_depth(
+    queue: JobQueue, interval_s: float, running_tasks: RunningTasks | None = None
+) -> None:
+    """Keep the queue-depth and backlog gauges current, every ``interval_s``."""
     while True:
-        try:
-            for name, url in (("jobs", queue.url), ("dlq", queue.dlq_url)):
-                if url is None:
-                    continue
-                depth = await queue.depth(url)
-                metrics.QUEUE_MESSAGES.labels(name, "visible").set(depth.visible)
-                metrics.QUEUE_MESSAGES.labels(name, "in_flight").set(depth.in_flight)
-                metrics.QUEUE_MESSAGES.labels(name, "delayed").set(depth.delayed)
-                if name == "jobs":
-                    metrics.BACKLOG_PER_TASK.set(depth.visible + depth.in_flight)
-        except TranscoderError as exc:
-            log.warning("queue.depth_failed", error=str(exc))
+        await record_queue_depth(queue, running_tasks)
         await asyncio.sleep(interval_s)
 
 
@@ -149,11 +199,14 @@ async def background(
         health, readiness(services), settings.metrics_host, settings.metrics_port
     )
     await server.start()
-    poller = asyncio.create_task(poll_queue_depth(services.queue, settings.queue_poll_interval_s))
-    log.info("metrics.listening", host=settings.metrics_host, port=server.port)
-    try:
-        yield server
-    finally:
-        poller.cancel()
-        await asyncio.gather(poller, return_exceptions=True)
-        await server.stop()
+    async with ecs_running_tasks(settings) as running_tasks:
+        poller = asyncio.create_task(
+            poll_queue_depth(services.queue, settings.queue_poll_interval_s, running_tasks)
+        )
+        log.info("metrics.listening", host=settings.metrics_host, port=server.port)
+        try:
+            yield server
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            await server.stop()

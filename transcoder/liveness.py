@@ -1,10 +1,23 @@
 """One supervised liveness task per job: extend visibility, renew the lease, write progress.
 
-It renews only while the job moves: during the encode, ffmpeg must have written a new frame within
-``stall_timeout_s`` or the job is ``Stalled`` (killed and retried). Any sign that the lease is lost
-ends the job at once with ``LeaseLost``; transient AWS errors are retried until the margin left on
-the message's visibility runs out. A job about to outlive SQS's 12-hour cap on invisibility fails
-explicitly (``ProcessingTimeout``) instead of being silently redelivered.
+Every ``interval_s`` it checks, in this order:
+
+1. we still own the job: the message's visibility and the DynamoDB lease, as last renewed, have
+   not run out (a worker resumed after a pause, or one that could not renew in time, must assume
+   that another worker has the job now, and write nothing);
+2. the job moves: during the encode, ffmpeg must have written a new frame within
+   ``stall_timeout_s`` or the job is ``Stalled`` (killed, retried with backoff);
+3. the job is inside ``max_job_duration_s``, which stays below SQS's 12-hour cap on a message's
+   total invisibility: past it the job fails explicitly (``ProcessingTimeout``) instead of being
+   silently redelivered to a second worker while the first still runs;
+
+then renews: visibility (when less than two thirds of it is left), the lease (to expire with the
+visibility, so a dead holder's lease has lapsed by the time its message reappears) together with
+the progress, and the extra renewals (ECS task scale-in protection). Any sign that the lease is
+lost (``LeaseLost`` from the adapters: a refused receipt handle, a failed conditional renew) ends
+the job at once; transient failures (``AwsUnavailable``, a call hanging past the margin) are
+retried sooner, for as long as the margin left on the visibility and the lease allows.
+``watch`` only returns by raising; ``supervise`` turns that into killing ffmpeg.
 """
 
 from __future__ import annotations
@@ -24,6 +37,9 @@ from transcoder.status import JobStore, Lease
 
 log = get_logger(__name__)
 T = TypeVar("T")
+# The lease ends this long before the visibility, so a reappearing message finds it lapsed.
+LEASE_SKEW_S = 1.0
+MIN_RETRY_S = 0.25  # the shortest wait before retrying a renewal, and the smallest usable margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +51,11 @@ class LivenessConfig:
 
 
 Renewal = Callable[[], Awaitable[None]]
+
+
+def lease_horizon_s(delivery: Delivery, visibility_s: float, now: float) -> float:
+    """Seconds the lease should last from ``now``: until just before the message reappears."""
+    return delivery.received_at + visibility_s - now - LEASE_SKEW_S
 
 
 class Liveness:
@@ -57,24 +78,21 @@ class Liveness:
         self._progress = progress
         self._config = config
         self._extra = extra_renewals
+        # Monotonic deadlines of what we last secured; the claim set the lease to the first one.
         self._visible_at = delivery.received_at + config.visibility_s
+        self._lease_until = self._visible_at - LEASE_SKEW_S
 
     async def watch(self) -> NoReturn:
+        delay = self._config.interval_s
         while True:
-            await asyncio.sleep(self._config.interval_s)
+            await asyncio.sleep(delay)
+            self._check_ownership()  # first: a job we may no longer own must write nothing
             self._check_health()
-            try:
-                await self._renew()
-                metrics.HEARTBEATS.labels("ok").inc()
-            except AwsUnavailable as exc:
-                metrics.HEARTBEATS.labels("transient").inc()
-                margin_s = self._visible_at - time.monotonic()
-                log.warning("liveness.renew_failed", error=str(exc), margin_s=round(margin_s, 1))
-                if margin_s < self._config.interval_s:
-                    raise LeaseLost("could not extend visibility before it expired") from exc
-            except LeaseLost:
-                metrics.HEARTBEATS.labels("lost").inc()
-                raise
+            delay = await self._renew_within_margin()
+
+    def margin_s(self) -> float:
+        """Seconds until our visibility or our lease, as last renewed, runs out."""
+        return min(self._visible_at, self._lease_until) - time.monotonic()
 
     def _check_health(self) -> None:
         stalled_s = self._progress.stalled_for_s()
@@ -89,14 +107,45 @@ class Liveness:
                 "limit before SQS's 12-hour visibility cap"
             )
 
+    def _check_ownership(self) -> None:
+        margin_s = self.margin_s()
+        if margin_s < MIN_RETRY_S:
+            metrics.HEARTBEATS.labels("lost").inc()
+            raise LeaseLost(
+                f"visibility or lease ran out {-margin_s:.1f} s ago without a renewal: "
+                "another worker may own the job"
+            )
+
+    async def _renew_within_margin(self) -> float:
+        """Renew once; the delay until the next tick (shorter after a transient failure)."""
+        margin_s = self.margin_s()
+        try:
+            await asyncio.wait_for(self._renew(), timeout=margin_s)
+        except LeaseLost:
+            metrics.HEARTBEATS.labels("lost").inc()
+            raise
+        except (AwsUnavailable, TimeoutError) as exc:
+            metrics.HEARTBEATS.labels("transient").inc()
+            margin_s = self.margin_s()
+            retry_in_s = min(self._config.interval_s, max(MIN_RETRY_S, margin_s / 4))
+            log.warning(
+                "liveness.renew_failed",
+                error=str(exc) or type(exc).__name__,
+                margin_s=round(margin_s, 1),
+                retry_in_s=round(retry_in_s, 2),
+            )
+            return retry_in_s
+        metrics.HEARTBEATS.labels("ok").inc()
+        return self._config.interval_s
+
     async def _renew(self) -> None:
         now = time.monotonic()
         if self._visible_at - now < self._config.visibility_s * 2 / 3:
             await self._queue.set_visibility(self._delivery, self._config.visibility_s)
             self._visible_at = now + self._config.visibility_s
-        await self._store.renew(
-            self._lease, lease_s=self._config.visibility_s, progress=self._progress.percent
-        )
+        lease_s = self._visible_at - now - LEASE_SKEW_S
+        await self._store.renew(self._lease, lease_s=lease_s, progress=self._progress.percent)
+        self._lease_until = now + lease_s
         for renewal in self._extra:
             await renewal()
 

@@ -7,18 +7,21 @@ retry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from transcoder.aws import error_code, translated
-from transcoder.errors import LeaseLost
+from transcoder.errors import AwsUnavailable, LeaseLost
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
 LOST_HANDLE_CODES = frozenset(
     {
@@ -30,6 +33,7 @@ LOST_HANDLE_CODES = frozenset(
     }
 )
 MAX_VISIBILITY_S = 43_200  # SQS's cap on one message's total invisibility (12 hours)
+MAX_DELAY_S = 900  # SQS's cap on DelaySeconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,14 @@ class Depth:
     delayed: int
 
 
+@contextlib.contextmanager
+def _unavailable_on_client_error(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        raise AwsUnavailable(f"{operation}: {error_code(exc)}") from exc
+
+
 async def resolve_url(client: SQSClient, name_or_url: str) -> str:
     if name_or_url.startswith(("http://", "https://")):
         return name_or_url
@@ -67,7 +79,12 @@ class JobQueue:
         self.dlq_url = dlq_url
 
     async def receive(self, max_messages: int, *, wait_s: int, visibility_s: int) -> list[Delivery]:
-        with translated("sqs.receive_message"):
+        """Long-poll for up to ``max_messages``; every failure is ``AwsUnavailable``.
+
+        Even a client error (the queue deleted, a restarted endpoint that lost it) only means
+        there is nothing to receive now: the worker backs off and tries again, it never exits.
+        """
+        with _unavailable_on_client_error("sqs.receive_message"), translated("sqs.receive_message"):
             response = await self._client.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=max(1, min(10, max_messages)),
@@ -112,6 +129,17 @@ class JobQueue:
                 raise LeaseLost(f"visibility change refused: {error_code(exc)}") from exc
             raise
 
+    async def requeue(self, delivery: Delivery, *, delay_s: int = 0) -> str:
+        """Send the body again as a new message (receive count 1), then delete this delivery.
+
+        For give-backs on the last allowed receive: making the message visible again would let
+        SQS move it to the DLQ at its next receive although the job never failed. Between the
+        send and the delete both copies exist; the job record's fence makes that harmless.
+        """
+        message_id = await self.send(delivery.body, delay_s=max(0, min(MAX_DELAY_S, delay_s)))
+        await self.delete(delivery)
+        return message_id
+
     async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
         """Move a message to the DLQ now (body preserved), then delete it from the jobs queue."""
         if self.dlq_url is None:
@@ -136,7 +164,10 @@ class JobQueue:
         return response["MessageId"]
 
     async def depth(self, url: str | None = None) -> Depth:
-        with translated("sqs.get_queue_attributes"):
+        with (
+            _unavailable_on_client_error("sqs.get_queue_attributes"),
+            translated("sqs.get_queue_attributes"),
+        ):
             response = await self._client.get_queue_attributes(
                 QueueUrl=url or self.url,
                 AttributeNames=[
@@ -162,3 +193,119 @@ class JobQueue:
         if not policy:
             return default
         return int(json.loads(policy).get("maxReceiveCount", default))
+
+    # ------------------------------------------------ the DLQ, for operator commands
+
+    def _dead_letter_url(self) -> str:
+        if self.dlq_url is None:
+            raise RuntimeError("no dead-letter queue configured")
+        return self.dlq_url
+
+    async def dead_letters(self, limit: int, *, hold_s: int = 120) -> list[DeadLetter]:
+        """Up to ``limit`` DLQ messages, each held invisible for ``hold_s`` seconds.
+
+        SQS has no peek: reading is receiving. Pass the letters to ``release`` (visible again at
+        once) or ``resend`` before the hold ends. The loop is bounded by ``limit`` receives and
+        stops at the first empty one (``WaitTimeSeconds=1`` asks every SQS server).
+        """
+        url = self._dead_letter_url()
+        letters: dict[str, DeadLetter] = {}
+        for _ in range(limit):
+            if len(letters) >= limit:
+                break
+            with translated("sqs.receive_message(dlq)"):
+                response = await self._client.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=max(1, min(10, limit - len(letters))),
+                    WaitTimeSeconds=1,
+                    VisibilityTimeout=hold_s,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            messages = response.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                letters.setdefault(message["MessageId"], DeadLetter.of(dict(message)))
+        return list(letters.values())
+
+    async def release(self, letters: list[DeadLetter]) -> None:
+        """Make held dead letters visible again (a letter already gone is fine)."""
+        for letter in letters:
+            try:
+                with translated("sqs.change_message_visibility(dlq)"):
+                    await self._client.change_message_visibility(
+                        QueueUrl=self._dead_letter_url(),
+                        ReceiptHandle=letter.receipt_handle,
+                        VisibilityTimeout=0,
+                    )
+            except ClientError as exc:
+                if error_code(exc) not in LOST_HANDLE_CODES:
+                    raise
+
+    async def resend(self, letter: DeadLetter) -> str:
+        """Send a dead letter back to the jobs queue, body and attributes unchanged; then delete
+        it from the DLQ. A failed send leaves it in the DLQ. Returns the new message id."""
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in letter.attributes.items()
+        }
+        with translated("sqs.send_message(redrive)"):
+            response = await self._client.send_message(
+                QueueUrl=self.url, MessageBody=letter.body, MessageAttributes=attributes
+            )
+        with translated("sqs.delete_message(dlq)"):
+            await self._client.delete_message(
+                QueueUrl=self._dead_letter_url(), ReceiptHandle=letter.receipt_handle
+            )
+        return response["MessageId"]
+
+    async def start_redrive(self) -> str:
+        """Start SQS's message-move task (DLQ -> jobs queue); returns its task handle.
+
+        Raises (``AwsUnavailable`` or ``ClientError``) where the endpoint lacks the API, as moto
+        5.2 does; callers fall back to ``dead_letters`` + ``resend``.
+        """
+        source = await self._queue_arn(self._dead_letter_url())
+        destination = await self._queue_arn(self.url)
+        with translated("sqs.start_message_move_task"):
+            response = await self._client.start_message_move_task(
+                SourceArn=source, DestinationArn=destination
+            )
+        return response["TaskHandle"]
+
+    async def _queue_arn(self, url: str) -> str:
+        with translated("sqs.get_queue_attributes"):
+            response = await self._client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"]
+            )
+        return response["Attributes"]["QueueArn"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message received from the DLQ by an operator command."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str]  # string message attributes, e.g. transcoder_reason
+    sent_at_ms: int
+    receive_count: int
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> DeadLetter:
+        system = message.get("Attributes", {})
+        attributes = {
+            name: str(value["StringValue"])
+            for name, value in message.get("MessageAttributes", {}).items()
+            if value.get("DataType", "").startswith("String") and "StringValue" in value
+        }
+        return cls(
+            message_id=message["MessageId"],
+            receipt_handle=message["ReceiptHandle"],
+            body=message.get("Body", ""),
+            attributes=attributes,
+            sent_at_ms=int(system.get("SentTimestamp", 0)),
+            receive_count=int(system.get("ApproximateReceiveCount", 0)),
+        )

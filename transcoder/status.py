@@ -265,3 +265,40 @@ class JobStore:
     def _names(expression: str) -> dict[str, str]:
         reserved = {"#status": "status", "#error": "error", "#source": "source"}
         return {alias: name for alias, name in reserved.items() if alias in expression}
+
+    async def requeue(
+        self, user_id: str, video_id: str, job_id: str, *, failed_at: str | None = None
+    ) -> bool:
+        """``FAILED -> QUEUED`` for an operator's redrive or retry; False when the record moved on.
+
+        Conditional on the record still being this job's, ``FAILED`` with a retryable cause and,
+        when ``failed_at`` is given, not failed again since it was read. ``attempts`` is kept (it
+        is the lease fence and only grows) and so is ``error``, the last cause, until a worker
+        settles the job again.
+        """
+        condition = "job_id = :job AND #status = :failed AND #error.retryable = :true"
+        values = _values(
+            job=job_id, failed=Status.FAILED, true=True, queued=Status.QUEUED, now=utcnow(), zero=0
+        )
+        if failed_at is not None:
+            condition += " AND failed_at = :failed_at"
+            values.update(_values(failed_at=failed_at))
+        update = (
+            "SET #status = :queued, updated_at = :now, requeued_at = :now, progress = :zero "
+            "REMOVE failed_at, lease_owner, lease_expires_at"
+        )
+        try:
+            with translated("dynamodb.update_item(requeue)"):
+                await self._client.update_item(
+                    TableName=self._table,
+                    Key=record_key(user_id, video_id),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=self._names(condition),
+                    ExpressionAttributeValues=values,
+                )
+        except ClientError as exc:
+            if error_code(exc) == FAILED_CONDITION:
+                return False
+            raise
+        return True

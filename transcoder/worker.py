@@ -1,13 +1,19 @@
-"""The worker loop and the one place that decides a message's fate.
+"""The worker loop: receive, claim, run under liveness, settle.
 
 * Receive only when a slot is free (``MaxNumberOfMessages`` = free slots): the visibility clock
   starts at receive, so a message must never wait in memory for a slot.
 * Each job runs in its own task under a liveness watcher; whatever happens, it ends in exactly one
   ``Outcome``, and ``settle`` maps that outcome to the DynamoDB write and the SQS action (the table
-  in DESIGN.md). The same outcome labels the log line and the metric. ``settle`` is shielded from
-  cancellation: a shutdown never leaves a half-written result.
+  in DESIGN.md; ``transcoder.settlement``). The same outcome labels the log line and the metric.
+  Settling is shielded from cancellation: a shutdown never leaves a half-written result.
 * Shutdown: ``stop`` stops receiving; jobs that will finish inside the grace period finish, the
   rest are cancelled (ffmpeg killed) and handed back with visibility 0; ``force`` cancels all.
+* ECS scale-in protection (``protection``, see ``transcoder.protection``): while the worker has
+  work it is acquired before each receive and renewed by each job's liveness task; a receive that
+  comes back empty with nothing running releases it, so an idle task polls unprotected and
+  scale-in can stop it; an idle task that receives work protects itself before claiming it.
+  Refused: the messages are given back, and nothing is received until the agent grants it.
+* Retry policy and the DLQ: see ``transcoder.settlement``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from pydantic import ValidationError
 
@@ -31,41 +35,37 @@ from transcoder.errors import (
     PermanentError,
     TranscoderError,
 )
-from transcoder.job import ErrorInfo, JobMessage, Reason, SourceFacts
-from transcoder.liveness import Liveness, LivenessConfig, Renewal, supervise
+from transcoder.job import JobMessage, SourceFacts
+from transcoder.liveness import Liveness, LivenessConfig, Renewal, lease_horizon_s, supervise
 from transcoder.logs import bind_job, clear_job, get_logger
-from transcoder.pipeline import Pipeline, PipelineResult
+from transcoder.pipeline import Pipeline
 from transcoder.progress import Progress
-from transcoder.queue import MAX_VISIBILITY_S, Delivery, JobQueue
+from transcoder.protection import Protection, Unprotected
+from transcoder.queue import Delivery, JobQueue
+from transcoder.scratch import ScratchSpace
+from transcoder.settlement import (
+    Outcome,
+    Settlement,
+    Settler,
+    backoff_s,
+    error_info,
+    exhausted,
+    held_delay_s,
+)
 from transcoder.status import JobStore, Lease, Verdict, decide_claim
 
 log = get_logger(__name__)
-
-
-class Outcome(StrEnum):
-    """How a delivery ended; labels ``transcoder_jobs_total`` and the ``job.settled`` log line."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"  # permanent: FAILED, delete
-    RETRY = "retry"  # retryable: QUEUED, visibility = backoff
-    EXHAUSTED = "exhausted"  # retryable but the receive budget is spent: FAILED, on to the DLQ
-    HANDED_BACK = "handed_back"  # shutdown: QUEUED, visibility 0
-    LEASE_LOST = "lease_lost"  # someone else owns it: touch nothing
-    DUPLICATE = "duplicate"  # already COMPLETED (or permanently FAILED): delete
-    SUPERSEDED = "superseded"  # a newer upload of the same video owns the record: delete
-    HELD = "held"  # another worker holds a live lease: come back later
-    DEFERRED = "deferred"  # could not reach the table to claim: come back after a short backoff
-    POISON = "poison"  # not a job: straight to the DLQ with the reason
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    outcome: Outcome
-    delivery: Delivery
-    lease: Lease | None = None
-    result: PipelineResult | None = None
-    error: ErrorInfo | None = None
-    delay_s: int = 0
+# Re-exported: the outcome vocabulary and the retry policy live in transcoder.settlement.
+__all__ = [
+    "Outcome",
+    "Running",
+    "Settlement",
+    "Worker",
+    "WorkerConfig",
+    "backoff_s",
+    "error_info",
+    "parse_message",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +87,6 @@ class Running:
     progress: Progress = field(default_factory=Progress)
 
 
-def backoff_s(receive_count: int, base_s: float, max_s: float, rng: random.Random) -> int:
-    """Exponential backoff on the receive count with jitter in [50 %, 100 %] of the step."""
-    step = min(max_s, base_s * 2 ** max(0, receive_count - 1))
-    return max(1, int(step * rng.uniform(0.5, 1.0)))
-
-
 def parse_message(body: str) -> JobMessage:
     try:
         return JobMessage.model_validate_json(body)
@@ -100,14 +94,6 @@ def parse_message(body: str) -> JobMessage:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise InvalidMessage(f"not a job message: {where}: {first['msg']}") from None
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    if isinstance(exc, TranscoderError):
-        return ErrorInfo(code=exc.reason, message=str(exc)[:1000], retryable=exc.retryable)
-    return ErrorInfo(
-        code=Reason.INTERNAL_ERROR, message=f"{type(exc).__name__}: {exc}"[:1000], retryable=True
-    )
 
 
 class Worker:
@@ -123,17 +109,23 @@ class Worker:
         health: metrics.Health | None = None,
         renewals: tuple[Renewal, ...] = (),
         rng: random.Random | None = None,
+        protection: Protection | None = None,
+        scratch: ScratchSpace | None = None,
     ) -> None:
         self._config = config
         self._queue = queue
         self._store = store
         self._pipeline = pipeline
         self._health = health or metrics.Health(max_silence_s=config.wait_time_s + 60)
-        self._renewals = renewals
+        self._protection = protection or Unprotected()
+        self._renewals = (*renewals, self._protection.renew)
+        self._scratch = scratch
+        self._refused = False  # the agent refused protection last time we asked
         self._rng = rng or random.Random()
         self._running: dict[str, Running] = {}
         self._slot_freed = asyncio.Event()
-        self.settled: deque[Settlement] = deque(maxlen=1024)  # recent outcomes, for the demo
+        self._settler = Settler(queue, store, config.max_receive_count)
+        self.settled = self._settler.settled  # recent outcomes, for the demo
 
     # ----------------------------------------------------------------- the loop
 
@@ -142,30 +134,57 @@ class Worker:
         force = force or asyncio.Event()
         metrics.SLOTS.set(self._config.slots)
         log.info("worker.started", worker_id=self._config.worker_id, slots=self._config.slots)
-        async with self._shutdown_guard(stop, force):
-            failures = 0
-            while not stop.is_set():
-                self._health.beat()
-                free = self._config.slots - len(self._running)
-                if free <= 0:
-                    await self._wait_for_slot(stop)
-                    continue
-                try:
-                    deliveries = await self._queue.receive(
-                        free,
-                        wait_s=self._config.wait_time_s,
-                        visibility_s=self._config.visibility_s,
-                    )
-                    failures = 0
-                except AwsUnavailable as exc:
-                    failures += 1
-                    delay = backoff_s(failures, 1.0, 30.0, self._rng)
-                    log.warning("queue.receive_failed", error=str(exc), retry_in_s=delay)
-                    await self._sleep_unless(stop, delay)
-                    continue
-                for delivery in deliveries:
-                    self._start(delivery, stop)
+        try:
+            async with self._shutdown_guard(stop, force):
+                await self._loop(stop)
+        finally:
+            await self._protection.release()
+            if self._scratch is not None:
+                self._scratch.close()
         log.info("worker.stopped", worker_id=self._config.worker_id)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0  # consecutive receives that failed or were refused protection
+        while not stop.is_set():
+            self._health.beat()
+            free = self._config.slots - len(self._running)
+            if free <= 0:
+                await self._wait_for_slot(stop)
+                continue
+            deliveries = await self._receive(free)
+            if deliveries is None:
+                failures += 1
+                delay = backoff_s(failures, 1.0, 30.0, self._rng)
+                log.info("worker.backing_off", failures=failures, retry_in_s=delay)
+                await self._sleep_unless(stop, delay)
+                continue
+            failures = 0
+            if not deliveries and not self._running:
+                await self._protection.release()
+            for delivery in deliveries:
+                self._start(delivery, stop)
+
+    async def _receive(self, free: int) -> list[Delivery] | None:
+        """Up to ``free`` messages, under scale-in protection; None when we must back off."""
+        if (self._protection.protected or self._refused) and not await self._protect():
+            return None
+        try:
+            deliveries = await self._queue.receive(
+                free, wait_s=self._config.wait_time_s, visibility_s=self._config.visibility_s
+            )
+        except AwsUnavailable as exc:
+            log.warning("queue.receive_failed", error=str(exc))
+            return None
+        if deliveries and not await self._protect():
+            await asyncio.gather(*(self._give_back(d) for d in deliveries))
+            return None
+        return deliveries
+
+    async def _protect(self) -> bool:
+        self._refused = not await self._protection.acquire()
+        if self._refused:
+            log.warning("worker.unprotected", action="not receiving")
+        return not self._refused
 
     def _start(self, delivery: Delivery, stop: asyncio.Event) -> None:
         if stop.is_set():  # received while stopping: give it straight back
@@ -281,8 +300,9 @@ class Worker:
             }[decision.verdict]
             delay = self._held_delay(delivery, decision.lease_remaining_s)
             return await self._commit(Settlement(outcome, delivery, delay_s=delay))
+        lease_s = lease_horizon_s(delivery, self._config.visibility_s, time.monotonic())
         lease = await self._store.claim(
-            message, record, owner=self._config.worker_id, lease_s=self._config.visibility_s
+            message, record, owner=self._config.worker_id, lease_s=lease_s
         )
         if lease is None:
             delay = self._held_delay(delivery, self._config.visibility_s)
@@ -325,103 +345,27 @@ class Worker:
         if not error.retryable:
             return Settlement(Outcome.FAILED, delivery, lease, error=error)
         if delivery.receive_count >= self._config.max_receive_count:
-            exhausted = ErrorInfo(
-                code=Reason.RETRIES_EXHAUSTED,
-                message=f"gave up after {delivery.receive_count} attempts; last: "
-                f"{error.code}: {error.message}"[:1000],
-                retryable=True,
-            )
-            return Settlement(Outcome.EXHAUSTED, delivery, lease, error=exhausted)
+            spent = exhausted(error, delivery.receive_count)
+            return Settlement(Outcome.EXHAUSTED, delivery, lease, error=spent)
         delay = backoff_s(
             delivery.receive_count, self._config.retry_base_s, self._config.retry_max_s, self._rng
         )
         return Settlement(Outcome.RETRY, delivery, lease, error=error, delay_s=delay)
 
     def _held_delay(self, delivery: Delivery, lease_remaining_s: float) -> int:
-        step = self._config.visibility_s * 2 ** max(0, delivery.receive_count - 1)
-        return int(
-            min(MAX_VISIBILITY_S - 600, lease_remaining_s + step * self._rng.uniform(0.1, 0.3))
+        return held_delay_s(
+            self._config.visibility_s, delivery.receive_count, lease_remaining_s, self._rng
         )
 
     async def _give_back(self, delivery: Delivery) -> None:
         with contextlib.suppress(TranscoderError):
-            await self._queue.set_visibility(delivery, 0)
+            await self._settler.give_back(delivery, 0)
 
     # ----------------------------------------------------- the one decision point
 
-    async def _commit(self, settlement: Settlement) -> Settlement:
-        """Apply ``settle`` shielded from cancellation, retrying transient AWS errors briefly."""
-        task = asyncio.ensure_future(self._settle_with_retries(settlement))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-
-    async def _settle_with_retries(self, settlement: Settlement) -> Settlement:
-        for attempt in range(4):
-            try:
-                await self.settle(settlement)
-                break
-            except LeaseLost as exc:
-                settlement = Settlement(
-                    Outcome.LEASE_LOST, settlement.delivery, settlement.lease, error=error_info(exc)
-                )
-            except AwsUnavailable as exc:
-                log.warning("job.settle_retry", outcome=settlement.outcome, error=str(exc))
-                if attempt == 3:
-                    log.error("job.settle_failed", outcome=settlement.outcome, error=str(exc))
-                    break
-                await asyncio.sleep(0.5 * 2**attempt)
-        self._record(settlement)
-        return settlement
-
     async def settle(self, s: Settlement) -> None:
-        """Map an outcome to its DynamoDB write and SQS action (DESIGN.md, message fate)."""
-        match s.outcome:
-            case Outcome.COMPLETED:
-                assert s.lease and s.result
-                await self._store.mark_completed(s.lease, s.result.renditions)
-                await self._queue.delete(s.delivery)
-            case Outcome.FAILED:
-                assert s.lease and s.error
-                await self._store.mark_failed(s.lease, s.error)
-                await self._queue.delete(s.delivery)
-            case Outcome.RETRY:
-                assert s.lease
-                await self._store.release(s.lease, s.error)
-                await self._queue.set_visibility(s.delivery, s.delay_s)
-            case Outcome.EXHAUSTED:
-                assert s.lease and s.error
-                await self._store.mark_failed(s.lease, s.error)
-                await self._queue.set_visibility(s.delivery, 0)  # the next receive dead-letters it
-            case Outcome.HANDED_BACK:
-                assert s.lease
-                await self._store.release(s.lease, None)
-                await self._queue.set_visibility(s.delivery, 0)
-            case Outcome.DUPLICATE | Outcome.SUPERSEDED:
-                await self._queue.delete(s.delivery)
-            case Outcome.HELD | Outcome.DEFERRED:
-                await self._queue.set_visibility(s.delivery, s.delay_s)
-            case Outcome.POISON:
-                assert s.error
-                await self._queue.dead_letter(
-                    s.delivery, reason=s.error.code, detail=s.error.message
-                )
-            case Outcome.LEASE_LOST:
-                pass
+        """Map an outcome to its DynamoDB write and SQS action (``Settler.steps``)."""
+        await self._settler.settle(s)
 
-    def _record(self, s: Settlement) -> None:
-        self.settled.append(s)
-        metrics.JOBS.labels(s.outcome).inc()
-        fields: dict[str, object] = {"outcome": s.outcome.value}
-        if s.error:
-            fields.update(code=s.error.code, error=s.error.message, retryable=s.error.retryable)
-        if s.delay_s:
-            fields["visible_in_s"] = s.delay_s
-        if s.result:
-            fields["renditions"] = {n: r.status for n, r in s.result.renditions.items()}
-        level = (
-            "warning" if s.outcome in (Outcome.RETRY, Outcome.EXHAUSTED, Outcome.POISON) else "info"
-        )
-        getattr(log, level)("job.settled", **fields)
+    async def _commit(self, settlement: Settlement) -> Settlement:
+        return await self._settler.commit(settlement)

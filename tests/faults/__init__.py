@@ -1,0 +1,1 @@
+"""Fault-injection harness: real worker processes, real ffmpeg, the emulator, and the assertions."""
