@@ -163,7 +163,9 @@ class FakeStore:
 
 
 class SlowPipeline:
-    async def run(self, message: JobMessage, progress: Progress, on_source: Any) -> PipelineResult:
+    async def run(
+        self, message: JobMessage, progress: Progress, on_source: Any, before_publish: Any = None
+    ) -> PipelineResult:
         await asyncio.sleep(0.5)
         return PipelineResult(source=cast(Any, None), renditions={})
 

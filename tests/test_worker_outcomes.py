@@ -110,6 +110,9 @@ class FakeStore:
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
         await self._write("renew", progress)
 
+    async def confirm(self, lease: Lease) -> None:
+        await self._write("confirm", None)
+
     async def record_source(self, lease: Lease, source: SourceFacts) -> None:
         await self._write("record_source", source.width)
 
@@ -127,8 +130,11 @@ class FakeStore:
 class FakePipeline:
     behaviour: Any = None  # None: succeed; an exception: raise it; "hang": never finish
     runs: int = 0
+    published: bool = False
 
-    async def run(self, message: JobMessage, progress: Progress, on_source: Any) -> PipelineResult:
+    async def run(
+        self, message: JobMessage, progress: Progress, on_source: Any, before_publish: Any = None
+    ) -> PipelineResult:
         self.runs += 1
         await on_source(SOURCE)
         if self.behaviour == "hang":
@@ -136,6 +142,9 @@ class FakePipeline:
             await asyncio.sleep(3600)
         if isinstance(self.behaviour, BaseException):
             raise self.behaviour
+        if before_publish is not None:
+            await before_publish()
+        self.published = True
         return RESULT
 
 
@@ -269,6 +278,17 @@ async def test_lost_lease_at_commit_writes_nothing_and_keeps_the_message() -> No
     await run_until_settled(worker)
     assert worker.settled[0].outcome is Outcome.LEASE_LOST
     assert queue.calls == []
+
+
+async def test_a_worker_that_lost_its_lease_publishes_nothing() -> None:
+    queue, pipeline = FakeQueue([delivery(job().model_dump_json())]), FakePipeline()
+    store = FakeStore(lose_lease_on="confirm")
+    worker = make_worker(queue, store, pipeline)
+    await run_until_settled(worker)
+    assert worker.settled[0].outcome is Outcome.LEASE_LOST
+    assert not pipeline.published
+    assert queue.calls == []
+    assert not any(name.startswith("mark_") for name, _ in store.calls)
 
 
 async def test_shutdown_hands_a_long_job_back_at_once() -> None:

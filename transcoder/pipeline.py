@@ -48,6 +48,7 @@ class PipelineResult:
 
 
 SourceCallback = Callable[[SourceFacts], Awaitable[None]]
+PublishGuard = Callable[[], Awaitable[None]]
 
 
 def source_facts(media: probe.MediaInfo) -> SourceFacts:
@@ -75,7 +76,11 @@ class Pipeline:
         self._config = config
 
     async def run(
-        self, message: JobMessage, progress: Progress, on_source: SourceCallback
+        self,
+        message: JobMessage,
+        progress: Progress,
+        on_source: SourceCallback,
+        before_publish: PublishGuard | None = None,
     ) -> PipelineResult:
         started = time.monotonic()
         url, size = await self._locate(message)
@@ -103,7 +108,9 @@ class Pipeline:
         self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
         try:
-            renditions = await self._produce(message, url, media, plan, scratch, progress)
+            renditions = await self._produce(
+                message, url, media, plan, scratch, progress, before_publish
+            )
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
         for skipped in plan.skipped:
@@ -161,6 +168,7 @@ class Pipeline:
         plan: ladder.Plan,
         scratch: Path,
         progress: Progress,
+        before_publish: PublishGuard | None,
     ) -> dict[str, RenditionRecord]:
         outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
         args = build_args(url, plan, outputs, self._config.encode)
@@ -173,6 +181,10 @@ class Pipeline:
         progress.enter("verify")
         with metrics.STAGE_DURATION.labels("verify").time():
             checked = await self._verify(outputs, media, plan)
+        if before_publish is not None:
+            # Renditions overwrite the video's output keys: only the lease owner may publish, so a
+            # worker that lost its job (or an older upload's job) never replaces newer outputs.
+            await before_publish()
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
             uploads = await asyncio.gather(

@@ -173,6 +173,10 @@ class JobStore:
             progress=progress,
         )
 
+    async def confirm(self, lease: Lease) -> None:
+        """Raise LeaseLost unless ``lease`` still owns the record (a fenced no-op write)."""
+        await self._fenced(lease, "SET updated_at = :now")
+
     async def record_source(self, lease: Lease, source: SourceFacts) -> None:
         await self._fenced(
             lease, "SET #source = :source, updated_at = :now", source=source.model_dump()

@@ -329,7 +329,10 @@ class Worker:
 
         try:
             result = await supervise(
-                self._pipeline.run(message, progress, on_source), liveness.watch()
+                self._pipeline.run(
+                    message, progress, on_source, before_publish=lambda: self._store.confirm(lease)
+                ),
+                liveness.watch(),
             )
         except asyncio.CancelledError:
             await self._commit(Settlement(Outcome.HANDED_BACK, delivery, lease))
