@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from transcoder.emulator import free_port
+from transcoder.emulator import Emulator
 
 CONTROL_PREFIX = "/__bench/"
 MAX_RECORDS = 200_000
@@ -143,49 +142,19 @@ def serve(host: str, port: int) -> None:
     server.serve_forever()
 
 
-class CountingEmulator:
+class CountingEmulator(Emulator):
     """The counting moto server as a child process on a free loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = free_port(host)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        command = [sys.executable, "-m", "benchmarks.emulator", "--host", self.host]
-        command += ["--port", str(self.port)]
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"counting emulator exited with {self._process.returncode}")
-            try:
-                self._get("moto-api/")
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"counting emulator did not answer on {self.url} in {timeout_s} s")
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.emulator",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
 
     def _get(self, path: str, method: str = "GET") -> bytes:
         request = urllib.request.Request(f"{self.url}/{path}", method=method)  # noqa: S310

@@ -34,22 +34,29 @@ class Emulator:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        """The child's command line (a subclass may serve moto's app differently)."""
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+
     def start(self, timeout_s: float = 30.0) -> None:
-        command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self._process.returncode}")
+                raise RuntimeError(f"emulator exited with {self._process.returncode}")
             try:
                 with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):  # noqa: S310
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"moto server did not answer on {self.url} within {timeout_s} s")
+        raise RuntimeError(f"emulator did not answer on {self.url} within {timeout_s} s")
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
