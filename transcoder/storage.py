@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -39,10 +40,62 @@ class Uploaded:
     parts: int
 
 
-def _read_chunk(path: Path, offset: int, size: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read(size)
+class FileSlice(io.RawIOBase):
+    """A read-only, seekable window onto part of a file: a part body streamed from disk.
+
+    Passing a file (or a slice of one) as the request body lets the SDK and aiohttp stream it in
+    small chunks, so an upload never holds a whole part or rendition in memory.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._handle = path.open("rb")
+        self._start = offset
+        self._length = max(0, min(length, path.stat().st_size - offset))
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + offset))
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._length - self._position
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        self._handle.seek(self._start + self._position)
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
+def md5_of(path: Path, offset: int = 0, length: int | None = None) -> bytes:
+    """MD5 of a file (or a window of it), read 1 MiB at a time."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with FileSlice(path, offset, path.stat().st_size if length is None else length) as window:
+        while chunk := window.read(1024**2):
+            digest.update(chunk)
+    return digest.digest()
 
 
 class Storage:
@@ -98,13 +151,15 @@ class Storage:
         size = path.stat().st_size
         if size < self._threshold:
             async with self._in_flight:
-                body = await asyncio.to_thread(path.read_bytes)
-                with translated("s3.put_object"):
+                expected = (await asyncio.to_thread(md5_of, path)).hex()
+                with FileSlice(path, 0, size) as body, translated("s3.put_object"):
                     response = await self._client.put_object(
-                        Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=cast("IO[bytes]", body),
+                        ContentLength=size,
+                        ContentType=content_type,
                     )
-                expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
-                del body
             uploaded = Uploaded(key, size, str(response.get("ETag", "")).strip('"'), 1)
         else:
             uploaded = await self._multipart(path, key, size, content_type)
@@ -123,15 +178,16 @@ class Storage:
 
         async def send(number: int, offset: int) -> CompletedPartTypeDef:
             async with self._in_flight:
-                chunk = await asyncio.to_thread(_read_chunk, path, offset, self._part_bytes)
-                digests[number - 1] = hashlib.md5(chunk, usedforsecurity=False).digest()
-                with translated("s3.upload_part"):
+                length = min(self._part_bytes, size - offset)
+                digests[number - 1] = await asyncio.to_thread(md5_of, path, offset, length)
+                with FileSlice(path, offset, length) as body, translated("s3.upload_part"):
                     part = await self._client.upload_part(
                         Bucket=self.bucket,
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
-                        Body=chunk,
+                        Body=cast("IO[bytes]", body),
+                        ContentLength=length,
                     )
                 return {"PartNumber": number, "ETag": part["ETag"]}
 
