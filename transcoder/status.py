@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 FAILED_CONDITION = "ConditionalCheckFailedException"
+# The fence on every write a worker makes while it holds a job (see the module docstring).
+FENCE = "lease_owner = :me AND attempts = :attempt AND #status = :processing"
 
 
 class Verdict(StrEnum):
@@ -149,20 +151,9 @@ class JobStore:
         else:
             condition = "rev = :rev"
             values.update(_values(rev=int(record["rev"])))
-        try:
-            with translated("dynamodb.update_item(claim)"):
-                await self._client.update_item(
-                    TableName=self._table,
-                    Key=record_key(message.user_id, message.video_id),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=self._names(update),
-                    ExpressionAttributeValues=values,
-                )
-        except ClientError as exc:
-            if error_code(exc) == FAILED_CONDITION:
-                return None
-            raise
+        key = record_key(message.user_id, message.video_id)
+        if not await self._update_if("claim", key, update, condition, values):
+            return None
         return Lease(message.user_id, message.video_id, owner, attempt)
 
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
@@ -220,22 +211,34 @@ class JobStore:
             one=1,
             **extra,
         )
+        key = record_key(lease.user_id, lease.video_id)
+        if not await self._update_if("fenced", key, update, FENCE, values):
+            raise LeaseLost(f"attempt {lease.attempt} no longer owns the record")
+
+    async def _update_if(
+        self,
+        operation: str,
+        key: dict[str, dict[str, str]],
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+    ) -> bool:
+        """One conditional UpdateItem; False when its condition failed (the record moved on)."""
         try:
-            with translated("dynamodb.update_item"):
+            with translated(f"dynamodb.update_item({operation})"):
                 await self._client.update_item(
                     TableName=self._table,
-                    Key=record_key(lease.user_id, lease.video_id),
+                    Key=key,
                     UpdateExpression=update,
-                    ConditionExpression=(
-                        "lease_owner = :me AND attempts = :attempt AND #status = :processing"
-                    ),
-                    ExpressionAttributeNames=self._names(update + " #status"),
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=self._names(f"{update} {condition}"),
                     ExpressionAttributeValues=values,
                 )
         except ClientError as exc:
             if error_code(exc) == FAILED_CONDITION:
-                raise LeaseLost(f"attempt {lease.attempt} no longer owns the record") from exc
+                return False
             raise
+        return True
 
     async def list_by_status(
         self, status: Status, *, updated_before: str | None = None, limit: int = 100
@@ -291,18 +294,6 @@ class JobStore:
             "SET #status = :queued, updated_at = :now, requeued_at = :now, progress = :zero "
             "REMOVE failed_at, lease_owner, lease_expires_at"
         )
-        try:
-            with translated("dynamodb.update_item(requeue)"):
-                await self._client.update_item(
-                    TableName=self._table,
-                    Key=record_key(user_id, video_id),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=self._names(condition),
-                    ExpressionAttributeValues=values,
-                )
-        except ClientError as exc:
-            if error_code(exc) == FAILED_CONDITION:
-                return False
-            raise
-        return True
+        return await self._update_if(
+            "requeue", record_key(user_id, video_id), update, condition, values
+        )
