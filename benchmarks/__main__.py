@@ -64,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
         "--control-jobs", type=int, help="one-second jobs for the control plane (0 skips)"
     )
     p.add_argument("--preset", help="x264 preset for W/B0/B1/B3 (default: the worker's setting)")
+    p.add_argument(
+        "--source-access",
+        choices=("gateway", "presigned"),
+        default="gateway",
+        help="how W's ffmpeg reads the source (TRANSCODER_SOURCE_ACCESS; default gateway)",
+    )
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM/VMAF")
     p.add_argument("--no-vmaf", action="store_true", help="PSNR/SSIM only")
     p.add_argument("--vmaf-ffmpeg", help="an ffmpeg built with libvmaf (default: search)")
@@ -105,6 +111,7 @@ def options_from(args: argparse.Namespace) -> Options:
         vmaf_subsample=max(1, int(str(pick("vmaf_subsample")))),
         x264_preset=args.preset,
         timeout_s=args.timeout,
+        source_access=args.source_access,
     )
 
 

@@ -128,10 +128,14 @@ async def check_outputs(
 def source_reads(
     requests: list[Request], bucket: str, key: str, size: int, transcode_at: float | None
 ) -> SourceReads:
-    """Sum what the emulator served for ``key``; reads before ``transcode_at`` were the probe's."""
+    """Sum what the emulator served for ``key``; reads before ``transcode_at`` were the probe's.
+
+    With the gateway every read is the worker's own (botocore); with a presigned URL they are
+    libavformat's (``Lavf``), which the ``ffmpeg_*`` fields count apart.
+    """
     gets = [r for r in requests if r.method == "GET" and r.path == f"/{bucket}/{key}"]
     lavf = [r for r in gets if r.by_ffmpeg]
-    probing = [r for r in lavf if transcode_at is not None and r.at < transcode_at]
+    probing = [r for r in gets if transcode_at is not None and r.at < transcode_at]
     return SourceReads(
         object_bytes=size,
         body_bytes=sum(r.body_bytes for r in gets),

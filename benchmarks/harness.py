@@ -52,6 +52,7 @@ class Options:
     vmaf_subsample: int
     x264_preset: str | None
     timeout_s: float
+    source_access: str = "gateway"
 
 
 @dataclass
@@ -65,9 +66,12 @@ class Outcome:
     vmaf_ffmpeg: str | None
 
 
-def bench_settings(endpoint_url: str, root: Path, preset: str | None) -> Settings:
+def bench_settings(
+    endpoint_url: str, root: Path, preset: str | None, source_access: str = "gateway"
+) -> Settings:
     token = secrets.token_hex(3)
     overrides: dict[str, object] = {"x264_preset": preset} if preset else {}
+    overrides["source_access"] = source_access
     return Settings(
         bucket=f"bench-media-{token}",
         queue=f"bench-jobs-{token}",
@@ -174,7 +178,9 @@ async def run(options: Options, display: Display) -> Outcome:
     )
     score = quality_config(options)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, CountingEmulator() as emulator:
-        settings = bench_settings(emulator.url, Path(tmp), options.x264_preset)
+        settings = bench_settings(
+            emulator.url, Path(tmp), options.x264_preset, options.source_access
+        )
         async with open_clients(settings) as clients:
             await bootstrap(clients, settings)
             services = await app.connect(clients, settings)

@@ -38,9 +38,9 @@ class SourceReads:
     object_bytes: int
     body_bytes: int  # every client
     requests: int
-    ffmpeg_body_bytes: int  # libavformat clients (ffmpeg and ffprobe)
+    ffmpeg_body_bytes: int  # libavformat clients (ffmpeg and ffprobe reading a presigned URL)
     ffmpeg_requests: int
-    probe_body_bytes: int  # the part read before the transcode started (ffprobe)
+    probe_body_bytes: int  # the part read before the transcode started (for ffprobe)
     probe_requests: int
 
 

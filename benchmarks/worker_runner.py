@@ -56,6 +56,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "REGION": settings.region,
         "WAIT_TIME_S": str(settings.wait_time_s),
         "X264_PRESET": settings.x264_preset,
+        "SOURCE_ACCESS": settings.source_access,
         "FFMPEG_THREADS": str(settings.ffmpeg_threads),
         "SCRATCH_DIR": str(settings.scratch_dir),
         "METRICS_HOST": "127.0.0.1",

@@ -67,7 +67,9 @@ HELP: dict[str, str] = {
     "scratch_dir": "Local directory for renditions before upload (needs room for all of them).",
     "max_input_bytes": "Larger uploads fail with `input_too_large`.",
     "max_input_duration_s": "Longer sources fail with `input_too_long`.",
-    "presign_ttl_s": "Lifetime of the presigned GET URL ffmpeg reads the source through.",
+    "presign_ttl_s": (
+        "Lifetime of the presigned GET URL (only with `TRANSCODER_SOURCE_ACCESS=presigned`)."
+    ),
     "heartbeat_interval_s": (
         "Liveness tick: lease, progress, visibility and task-protection renewals. "
         "At most a third of the visibility timeout."

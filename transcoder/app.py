@@ -75,6 +75,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         max_fps=settings.max_fps,
         gop_s=settings.gop_s,
         presign_ttl_s=settings.presign_ttl_s,
+        source_access=settings.source_access,
         ffprobe_timeout_s=settings.ffprobe_timeout_s,
     )
 

@@ -13,7 +13,7 @@ import secrets
 import socket
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,8 +94,21 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(default=20 * 1024**3, ge=1)
     max_input_duration_s: PositiveSeconds = 4 * 3600.0
 
+    # How ffmpeg reads the source (docs/media.md): through the worker's loopback gateway, which
+    # reads S3 in bounded, pinned ranges, or straight from a presigned URL (the first design).
+    source_access: Literal["gateway", "presigned"] = Field(
+        default="gateway",
+        description="gateway: ffmpeg reads from the worker on 127.0.0.1, which reads S3 in "
+        "bounded ranges pinned to the queued version; presigned: ffmpeg reads a presigned URL",
+    )
+    presign_ttl_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="lifetime of the presigned URL (source_access=presigned only)",
+    )
+
     # Liveness.
-    presign_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
     heartbeat_interval_s: PositiveSeconds = 15.0
     stall_timeout_s: PositiveSeconds = 120.0
     max_job_duration_s: PositiveSeconds = 11.5 * 3600

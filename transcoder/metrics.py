@@ -28,6 +28,10 @@ FFMPEG_SPEED = Histogram(
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 40),
 )
 SOURCE_BYTES = Counter("transcoder_source_bytes", "Size of sources transcoded")
+SOURCE_READ_BYTES = Counter(
+    "transcoder_source_read_bytes", "Bytes read from S3 sources (every range, re-reads included)"
+)
+SOURCE_READ_REQUESTS = Counter("transcoder_source_read_requests", "Ranged GETs of S3 sources")
 OUTPUT_BYTES = Counter("transcoder_output_bytes", "Bytes of renditions uploaded")
 IN_FLIGHT = Gauge("transcoder_jobs_in_flight", "Jobs this worker is running")
 SLOTS = Gauge("transcoder_slots", "Jobs this worker may run at once")

@@ -1,31 +1,35 @@
 """The pipeline: probe -> plan -> transcode -> verify -> upload. It knows nothing of SQS.
 
-No source byte touches local disk: ffmpeg and ffprobe read the object through a presigned GET
-(HTTP range requests make moov-at-end MP4s work). Renditions are written to a per-job scratch
-directory that is removed in every outcome, cancellation included.
+No source byte touches local disk: ffprobe and ffmpeg read the object over HTTP with range
+requests (moov-at-end MP4s work), from the worker's loopback gateway (``gateway.py``, the default)
+or from a presigned GET. Renditions are written to a per-job scratch directory that is removed in
+every outcome, cancellation included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from transcoder import encoder, ladder, metrics, probe, verify
 from transcoder.config import Rung
-from transcoder.errors import InputRejected
+from transcoder.errors import InputRejected, TranscoderError
 from transcoder.ffmpeg import EncodeOptions, build_args
+from transcoder.gateway import GatewayConfig, SourceGateway
 from transcoder.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
 from transcoder.job import output_key as rendition_key
 from transcoder.logs import get_logger
 from transcoder.progress import Progress
-from transcoder.storage import Storage
+from transcoder.storage import ObjectInfo, Storage
 
 log = get_logger(__name__)
+DEFAULT_GATEWAY = GatewayConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,8 @@ class PipelineConfig:
     gop_s: float
     presign_ttl_s: int
     ffprobe_timeout_s: float
+    source_access: str = "gateway"
+    gateway: GatewayConfig = DEFAULT_GATEWAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,33 @@ class Pipeline:
         before_publish: PublishGuard | None = None,
     ) -> PipelineResult:
         started = time.monotonic()
-        url, size = await self._locate(message)
+        info = await self._locate(message)
+        async with self._source(message, info) as (url, gateway):
+            try:
+                result = await self._transcode(
+                    message, url, info.size_bytes, progress, on_source, before_publish
+                )
+            except TranscoderError as exc:
+                # ffmpeg only says "Server returned 412"; the gateway knows the upload was
+                # replaced (permanent) or that S3 failed (a retry, unless ffmpeg's own verdict
+                # on the input was already permanent).
+                seen = gateway.failure if gateway is not None else None
+                if seen is not None and seen is not exc and (not seen.retryable or exc.retryable):
+                    raise seen from exc
+                raise
+        metrics.SOURCE_BYTES.inc(info.size_bytes)
+        log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
+        return result
+
+    async def _transcode(
+        self,
+        message: JobMessage,
+        url: str,
+        size: int,
+        progress: Progress,
+        on_source: SourceCallback,
+        before_publish: PublishGuard | None,
+    ) -> PipelineResult:
         progress.enter("probe")
         with metrics.STAGE_DURATION.labels("probe").time():
             raw = await probe.run(url, timeout_s=self._config.ffprobe_timeout_s)
@@ -117,12 +149,32 @@ class Pipeline:
             renditions[skipped.name] = RenditionRecord(
                 status=RenditionStatus.SKIPPED, reason=skipped.reason
             )
-        metrics.SOURCE_BYTES.inc(size)
-        log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
         return PipelineResult(source=facts, renditions=renditions)
 
-    async def _locate(self, message: JobMessage) -> tuple[str, int]:
-        """Check the object still is what the message says, and presign a GET for ffmpeg."""
+    @contextlib.asynccontextmanager
+    async def _source(
+        self, message: JobMessage, info: ObjectInfo
+    ) -> AsyncIterator[tuple[str, SourceGateway | None]]:
+        """The URL ffprobe and ffmpeg read the source from, pinned to the version checked."""
+        if self._config.source_access == "presigned":
+            url = await self._storage.presign_get(
+                message.key, ttl_s=self._config.presign_ttl_s, version_id=message.source_version
+            )
+            yield url, None
+            return
+        gateway = SourceGateway(
+            self._storage,
+            message.key,
+            size_bytes=info.size_bytes,
+            etag=None if message.source_version else info.etag,
+            version_id=message.source_version,
+            config=self._config.gateway,
+        )
+        async with gateway as url:
+            yield url, gateway
+
+    async def _locate(self, message: JobMessage) -> ObjectInfo:
+        """Check the object still is what the message says it is."""
         info = await self._storage.head(message.key, version_id=message.source_version)
         if info.size_bytes == 0:
             raise InputRejected("the upload is empty (0 bytes)", reason=Reason.INPUT_EMPTY)
@@ -137,10 +189,7 @@ class Pipeline:
                 "the object was replaced after this job was queued; the new upload is its own job",
                 reason=Reason.SOURCE_CHANGED,
             )
-        url = await self._storage.presign_get(
-            message.key, ttl_s=self._config.presign_ttl_s, version_id=message.source_version
-        )
-        return url, info.size_bytes
+        return info
 
     async def _verify(
         self, outputs: dict[str, Path], media: probe.MediaInfo, plan: ladder.Plan

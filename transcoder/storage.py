@@ -1,4 +1,4 @@
-"""S3: the source's facts, a presigned GET for ffmpeg, verified (multipart) uploads, downloads.
+"""S3: the source's facts, ranged and presigned GETs, verified (multipart) uploads, downloads.
 
 Uploads are verified: the ETag S3 returns is recomputed locally (MD5 of the body, or for multipart
 the MD5 of the parts' MD5s with a ``-N`` suffix) and the stored size is checked with HeadObject.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+import aiohttp
 from botocore.exceptions import ClientError
 
 from transcoder.aws import error_code, http_status, translated
@@ -136,6 +137,53 @@ class Storage:
             etag=str(response.get("ETag", "")).strip('"'),
             version_id=response.get("VersionId"),
         )
+
+    async def read_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> bytes:
+        """Bytes ``start..end`` (inclusive) of one version of an object.
+
+        ``version_id`` or ``if_match`` (an ETag) pins the object: if it was replaced since the job
+        was queued, S3 answers 412 and this raises ``InputRejected(source_changed)`` instead of
+        returning bytes of a different upload. A missing object is ``source_not_found``.
+        """
+        kwargs: dict[str, Any] = {"Range": f"bytes={start}-{end}"}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        elif if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        try:
+            with translated("s3.get_object"):
+                response = await self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+                async with response["Body"] as body:
+                    data: bytes = await body.read()
+        except ClientError as exc:
+            status, code = http_status(exc), error_code(exc)
+            if status == 412 or code == "PreconditionFailed":
+                raise InputRejected(
+                    f"s3://{self.bucket}/{key} was replaced while this job read it; "
+                    "the new upload is its own job",
+                    reason=Reason.SOURCE_CHANGED,
+                ) from exc
+            if status == 404 or code in ("404", "NoSuchKey", "NoSuchVersion"):
+                raise InputRejected(
+                    f"s3://{self.bucket}/{key} was deleted while this job read it",
+                    reason=Reason.SOURCE_NOT_FOUND,
+                ) from exc
+            raise AwsUnavailable(f"s3.get_object: {code} ({status})") from exc
+        except aiohttp.ClientError as exc:  # the body broke off mid-read
+            raise AwsUnavailable(f"s3.get_object: {exc!r}") from exc
+        if len(data) != end - start + 1:
+            raise AwsUnavailable(
+                f"s3.get_object: asked for {end - start + 1} bytes of {key}, got {len(data)}"
+            )
+        return data
 
     async def presign_get(self, key: str, *, ttl_s: int, version_id: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
