@@ -74,6 +74,21 @@ def source_facts(media: probe.MediaInfo) -> SourceFacts:
     )
 
 
+@contextlib.asynccontextmanager
+async def alongside(work: Awaitable[None] | None) -> AsyncIterator[None]:
+    """Run ``work`` while the block runs; it must succeed too. Cancelled if the block fails."""
+    task = asyncio.ensure_future(work) if work is not None else None
+    try:
+        yield
+    except BaseException:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        raise
+    if task is not None:
+        await task
+
+
 class Pipeline:
     """Transcodes one job's source into its renditions and uploads them."""
 
@@ -228,12 +243,12 @@ class Pipeline:
         encode_s = time.monotonic() - encode_started
         metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
         progress.enter("verify")
+        # Renditions overwrite the video's output keys: only the lease owner may publish, so a
+        # worker that lost its job (or an older upload's job) never replaces newer outputs. The
+        # lease is confirmed while the renditions are checked: both must pass before any upload.
         with metrics.STAGE_DURATION.labels("verify").time():
-            checked = await self._verify(outputs, media, plan)
-        if before_publish is not None:
-            # Renditions overwrite the video's output keys: only the lease owner may publish, so a
-            # worker that lost its job (or an older upload's job) never replaces newer outputs.
-            await before_publish()
+            async with alongside(before_publish() if before_publish is not None else None):
+                checked = await self._verify(outputs, media, plan)
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
             uploads = await asyncio.gather(
