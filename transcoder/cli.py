@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-from transcoder import app, logs
+from transcoder import app, heap, logs
 from transcoder.aws import open_clients
 from transcoder.bootstrap import bootstrap
 from transcoder.config import ConfigError, Settings, load_settings
@@ -47,6 +47,7 @@ def install_signals(stop: asyncio.Event, force: asyncio.Event) -> None:
 
 
 async def run_worker(settings: Settings) -> int:
+    heap.bound()
     async with open_clients(settings) as clients:
         services = await app.connect(clients, settings)
         health = Health(max_silence_s=settings.wait_time_s + 60)

@@ -51,10 +51,11 @@ FETCH_ATTEMPTS = 3
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     block_bytes: int = 256 * 1024  # the first read after each (re)connection
-    max_run_bytes: int = 2 * MiB  # reads double up to this while the reader keeps going
+    max_run_bytes: int = 1 * MiB  # reads double up to this while the reader keeps going
     # Recently read blocks: ffprobe reads up to its 5 MB probesize plus the index (the moov, or
     # the end of a program stream for its duration) and ffmpeg then reads the same places again.
-    cache_bytes: int = 8 * MiB
+    # 6 MiB keeps a 30 s 1080p job at 1.006 x the object (as 8 MiB did, with 2 MiB less RSS).
+    cache_bytes: int = 6 * MiB
 
 
 class RangeNotSatisfiable(ValueError):
