@@ -48,6 +48,17 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """What the encode left in scratch, and the facts and plan it was made from."""
+
+    media: probe.MediaInfo
+    plan: ladder.Plan
+    facts: SourceFacts
+    outputs: dict[str, Path]
+    encode_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineResult:
     source: SourceFacts
     renditions: dict[str, RenditionRecord]
@@ -89,6 +100,17 @@ async def alongside(work: Awaitable[None] | None) -> AsyncIterator[None]:
         await task
 
 
+def blame(error: TranscoderError, seen: TranscoderError | None) -> TranscoderError:
+    """The failure to report when ffprobe/ffmpeg fail: theirs, or what the gateway saw.
+
+    ffmpeg only says "Server returned 412"; the gateway knows the upload was replaced (permanent)
+    or that S3 kept failing (a retry, unless ffmpeg's own verdict was already permanent).
+    """
+    if seen is None or (seen.retryable and not error.retryable):
+        return error
+    return seen
+
+
 class Pipeline:
     """Transcodes one job's source into its renditions and uploads them."""
 
@@ -105,36 +127,43 @@ class Pipeline:
     ) -> PipelineResult:
         started = time.monotonic()
         info = await self._locate(message)
-        async with self._source(message, info) as (url, gateway):
-            try:
-                result = await self._transcode(
-                    message, url, info.size_bytes, progress, on_source, before_publish
-                )
-            except TranscoderError as exc:
-                # ffmpeg only says "Server returned 412"; the gateway knows the upload was
-                # replaced (permanent) or that S3 failed (a retry, unless ffmpeg's own verdict
-                # on the input was already permanent).
-                seen = gateway.failure if gateway is not None else None
-                if seen is not None and seen is not exc and (not seen.retryable or exc.retryable):
-                    raise seen from exc
-                raise
+        self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
+        try:
+            # The source (and the gateway's cache) is held only while ffprobe and ffmpeg read it.
+            async with self._source(message, info) as (url, gateway):
+                try:
+                    encoded = await self._encode(message, url, info, scratch, progress, on_source)
+                except TranscoderError as exc:
+                    reported = blame(exc, gateway.failure if gateway else None)
+                    if reported is exc:
+                        raise
+                    raise reported from exc
+            renditions = await self._publish(message, encoded, progress, before_publish)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+        for skipped in encoded.plan.skipped:
+            renditions[skipped.name] = RenditionRecord(
+                status=RenditionStatus.SKIPPED, reason=skipped.reason
+            )
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
-        return result
+        return PipelineResult(source=encoded.facts, renditions=renditions)
 
-    async def _transcode(
+    async def _encode(
         self,
         message: JobMessage,
         url: str,
-        size: int,
+        info: ObjectInfo,
+        scratch: Path,
         progress: Progress,
         on_source: SourceCallback,
-        before_publish: PublishGuard | None,
-    ) -> PipelineResult:
+    ) -> Encoded:
+        """Probe, plan and run the one ffmpeg that writes every rendition into ``scratch``."""
         progress.enter("probe")
         with metrics.STAGE_DURATION.labels("probe").time():
             raw = await probe.run(url, timeout_s=self._config.ffprobe_timeout_s)
-            media = probe.parse(raw, size_bytes=size)
+            media = probe.parse(raw, size_bytes=info.size_bytes)
         if media.duration_s > self._config.max_input_duration_s:
             raise InputRejected(
                 f"source lasts {media.duration_s:.1f} s, over the "
@@ -152,19 +181,15 @@ class Pipeline:
         )
         log.info("job.planned", targets=[f"{t.name}:{t.width}x{t.height}" for t in plan.targets])
         progress.duration_s = media.duration_s
-        self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
-        try:
-            renditions = await self._produce(
-                message, url, media, plan, scratch, progress, before_publish
-            )
-        finally:
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
-        for skipped in plan.skipped:
-            renditions[skipped.name] = RenditionRecord(
-                status=RenditionStatus.SKIPPED, reason=skipped.reason
-            )
-        return PipelineResult(source=facts, renditions=renditions)
+        outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
+        args = build_args(url, plan, outputs, self._config.encode)
+        progress.enter("transcode")
+        encode_started = time.monotonic()
+        with metrics.STAGE_DURATION.labels("transcode").time():
+            await encoder.run(args, progress)
+        encode_s = time.monotonic() - encode_started
+        metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
+        return Encoded(media, plan, facts, outputs, encode_s)
 
     @contextlib.asynccontextmanager
     async def _source(
@@ -224,31 +249,22 @@ class Pipeline:
             for target in plan.targets
         }
 
-    async def _produce(
+    async def _publish(
         self,
         message: JobMessage,
-        url: str,
-        media: probe.MediaInfo,
-        plan: ladder.Plan,
-        scratch: Path,
+        encoded: Encoded,
         progress: Progress,
         before_publish: PublishGuard | None,
     ) -> dict[str, RenditionRecord]:
-        outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
-        args = build_args(url, plan, outputs, self._config.encode)
-        progress.enter("transcode")
-        encode_started = time.monotonic()
-        with metrics.STAGE_DURATION.labels("transcode").time():
-            await encoder.run(args, progress)
-        encode_s = time.monotonic() - encode_started
-        metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
+        """Check every rendition, then upload them to their keys."""
+        plan, outputs, encode_s = encoded.plan, encoded.outputs, encoded.encode_s
         progress.enter("verify")
         # Renditions overwrite the video's output keys: only the lease owner may publish, so a
         # worker that lost its job (or an older upload's job) never replaces newer outputs. The
         # lease is confirmed while the renditions are checked: both must pass before any upload.
         with metrics.STAGE_DURATION.labels("verify").time():
             async with alongside(before_publish() if before_publish is not None else None):
-                checked = await self._verify(outputs, media, plan)
+                checked = await self._verify(outputs, encoded.media, plan)
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
             uploads = await asyncio.gather(
