@@ -135,9 +135,12 @@ def parts(
     return {
         "Targets": report.target_table(targets),
         "Runs (medians of valid runs)": report.runs_table(summaries),
-        "W against the baselines (median of per-repetition ratios)": report.ratio_table(
-            doc["ratios"]
-        ),
+        "W against the baselines (median of per-repetition ratios)": [
+            *report.ratio_table(doc["ratios"]),
+            "B0 spread is max / min of B0 over its repetitions: the same command on the same file,",
+            "so it is the noise floor; a W/B0 ratio nearer 1 than that cannot be told from noise.",
+            "",
+        ],
         "Stages": report.stage_table(summaries),
         f"Quality of W's renditions (first repetition; {vmaf})": [
             *report.quality_table(summaries),

@@ -51,7 +51,16 @@ def runs_table(summaries: Sequence[Summary]) -> list[str]:
 
 
 def ratio_table(ratios: dict[str, dict[str, float | None]]) -> list[str]:
-    names = ["W/B0 cpu", "W/B0 wall", "W/B1 cpu", "W/B1 wall", "B3/W wall", "W/B3 cpu"]
+    names = [
+        "W/B0 cpu",
+        "W/B0 wall",
+        "W/B1 cpu",
+        "W/B1 wall",
+        "B3/W wall",
+        "W/B3 cpu",
+        "B0 cpu spread",
+        "B0 wall spread",
+    ]
     rows = [[w, *(_n(r.get(n), ".3f") for n in names)] for w, r in ratios.items()]
     return _table(["workload", *names], rows)
 

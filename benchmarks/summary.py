@@ -130,6 +130,12 @@ def paired_ratio(
     return round(statistics.median(ratios), 4) if ratios else None
 
 
+def spread(runs: list[RunResult], runner: str, value: Callable[[RunResult], float]) -> float | None:
+    """max / min of ``value`` over one runner's valid repetitions (1.0 = perfectly repeatable)."""
+    values = [value(r) for r in runs if r.runner == runner and r.valid and value(r) > 0]
+    return round(max(values) / min(values), 4) if len(values) > 1 else None
+
+
 def ratios(runs: list[RunResult]) -> dict[str, float | None]:
     def cpu(r: RunResult) -> float:
         return r.cpu_s
@@ -138,6 +144,10 @@ def ratios(runs: list[RunResult]) -> dict[str, float | None]:
         return r.wall_s
 
     return {
+        # The noise floor: how far B0, the same command on the same file, strays between
+        # repetitions (max / min). A W/B0 ratio closer to 1 than this cannot be told apart.
+        "B0 cpu spread": spread(runs, "B0", cpu),
+        "B0 wall spread": spread(runs, "B0", wall),
         "W/B0 cpu": paired_ratio(runs, "W", "B0", cpu),
         "W/B0 wall": paired_ratio(runs, "W", "B0", wall),
         "W/B1 cpu": paired_ratio(runs, "W", "B1", cpu),
