@@ -23,10 +23,10 @@ from transcoder.app import pipeline_config
 from transcoder.aws import Clients
 from transcoder.bootstrap import Resources
 from transcoder.config import Settings
-from transcoder.errors import AwsUnavailable, InputRejected
+from transcoder.errors import AwsUnavailable, FfmpegFailed, InputRejected
 from transcoder.gateway import GatewayConfig, RangeNotSatisfiable, SourceGateway, parse_range
 from transcoder.job import JobMessage, Reason, SourceFacts, derive_job_id
-from transcoder.pipeline import Pipeline
+from transcoder.pipeline import Pipeline, blame
 from transcoder.progress import Progress
 from transcoder.storage import Storage
 
@@ -220,3 +220,15 @@ async def test_the_pipeline_reports_a_replaced_upload_as_source_changed(
         await pipeline.run(message, Progress(), replace)
     assert caught.value.reason is Reason.SOURCE_CHANGED
     assert "replaced while this job read it" in str(caught.value)
+
+
+def test_the_gateway_is_blamed_only_when_it_says_more_than_ffmpeg() -> None:
+    replaced = InputRejected("replaced", reason=Reason.SOURCE_CHANGED)
+    s3_down = AwsUnavailable("s3.get_object: SlowDown (503)")
+    ffmpeg_says_5xx = FfmpegFailed("transcode: Server returned 5XX Server Error reply")
+    undecodable = InputRejected("damaged", reason=Reason.UNDECODABLE)
+    assert blame(ffmpeg_says_5xx, None) is ffmpeg_says_5xx
+    assert blame(ffmpeg_says_5xx, replaced) is replaced  # permanent, and the real cause
+    assert blame(ffmpeg_says_5xx, s3_down) is s3_down  # both retryable: the gateway is specific
+    assert blame(undecodable, s3_down) is undecodable  # a transient S3 error earlier: not the cause
+    assert blame(undecodable, replaced) is replaced
