@@ -48,6 +48,19 @@ def fetch(url: str, headers: dict[str, str] | None = None, method: str = "GET") 
     return asyncio.to_thread(call)
 
 
+def job_for(bucket: str, key: str, etag: str) -> JobMessage:
+    return JobMessage(
+        job_id=derive_job_id(bucket, key, version_id=None, etag=etag),
+        bucket=bucket,
+        key=key,
+        user_id="u",
+        video_id=key.rsplit("/", 1)[-1].split(".", maxsplit=1)[0],
+        source_etag=etag,
+        trace_id="t",
+        submitted_at=datetime.now(UTC),
+    )
+
+
 async def put(clients: Clients, bucket: str, key: str, body: bytes) -> str:
     response = await clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
     return str(response["ETag"]).strip('"')
@@ -202,16 +215,7 @@ async def test_the_pipeline_reports_a_replaced_upload_as_source_changed(
     config = pipeline_config(settings)
     tiny = GatewayConfig(block_bytes=64 * KiB, max_run_bytes=64 * KiB, cache_bytes=64 * KiB)
     pipeline = Pipeline(storage, dataclasses.replace(config, gateway=tiny))
-    message = JobMessage(
-        job_id=derive_job_id(resources.bucket, key, version_id=None, etag=etag),
-        bucket=resources.bucket,
-        key=key,
-        user_id="u",
-        video_id="replaced",
-        source_etag=etag,
-        trace_id="t",
-        submitted_at=datetime.now(UTC),
-    )
+    message = job_for(resources.bucket, key, etag)
 
     async def replace(_: SourceFacts) -> None:  # after the probe, before ffmpeg reads
         await put(clients, resources.bucket, key, samples["bikes"].read_bytes())
@@ -232,3 +236,24 @@ def test_the_gateway_is_blamed_only_when_it_says_more_than_ffmpeg() -> None:
     assert blame(ffmpeg_says_5xx, s3_down) is s3_down  # both retryable: the gateway is specific
     assert blame(undecodable, s3_down) is undecodable  # a transient S3 error earlier: not the cause
     assert blame(undecodable, replaced) is replaced
+
+
+async def test_the_presigned_path_still_transcodes(
+    clients: Clients, resources: Resources, settings: Settings, samples: dict[str, Path]
+) -> None:
+    """TRANSCODER_SOURCE_ACCESS=presigned: ffmpeg reads S3 itself, with no gateway."""
+    data = samples["bikes"].read_bytes()
+    key = "raw/u/presigned.mp4"
+    etag = await put(clients, resources.bucket, key, data)
+    config = dataclasses.replace(pipeline_config(settings), source_access="presigned")
+    pipeline = Pipeline(Storage(clients.s3, resources.bucket), config)
+    message = job_for(resources.bucket, key, etag)
+    seen: list[SourceFacts] = []
+
+    async def record(facts: SourceFacts) -> None:
+        seen.append(facts)
+
+    result = await pipeline.run(message, Progress(), record)
+    assert [f.size_bytes for f in seen] == [len(data)]
+    assert result.renditions["720p"].status == "COMPLETED"
+    assert (result.renditions["720p"].width, result.renditions["720p"].height) == (640, 272)

@@ -273,6 +273,8 @@ class SourceGateway:
         block = self._config.block_bytes
         indices = range(first, min(first + count, -(-self._size // block)))
         absent = [i for i in indices if not self._cache.has(i) and i not in self._pending]
+        if absent and len(absent) == len(indices):  # streaming on: one read, no copy
+            return (await asyncio.shield(self._fetch(first, indices[-1])))[1]
         if absent:
             self._fetch(absent[0], absent[-1])
         parts: list[memoryview] = []

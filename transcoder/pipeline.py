@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from transcoder import encoder, ladder, metrics, probe, verify
 from transcoder.config import Rung
@@ -43,7 +44,7 @@ class PipelineConfig:
     gop_s: float
     presign_ttl_s: int
     ffprobe_timeout_s: float
-    source_access: str = "gateway"
+    source_access: Literal["gateway", "presigned"] = "gateway"
     gateway: GatewayConfig = DEFAULT_GATEWAY
 
 
