@@ -22,7 +22,6 @@ only as long as the ``async with`` around the job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import secrets
 from collections import OrderedDict
@@ -98,6 +97,10 @@ class BlockCache:
             self._blocks.move_to_end(index)
         return block
 
+    def clear(self) -> None:
+        self._blocks.clear()
+        self._bytes = 0
+
     def has(self, index: int) -> bool:
         return index in self._blocks
 
@@ -164,6 +167,7 @@ class SourceGateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._cache.clear()  # the buffers go now, whatever still refers to the gateway
         log.info(
             "source.read",
             key=self._key,
@@ -188,9 +192,11 @@ class SourceGateway:
             pass
         finally:
             self._connections.discard(task)
+            # Not awaiting ``wait_closed``: after a hang-up it raises the reset, whose traceback
+            # would tie this frame (and so the gateway and its cache) into asyncio's reference
+            # cycle of transport, protocol and exception, freed only by a full GC pass. Worker
+            # RSS grew by about 8 MiB per 30 s job until one ran.
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
