@@ -226,6 +226,7 @@ class SourceGateway:
         status = (206, "Partial Content") if span is not None else (200, "OK")
         _respond(writer, *status, extra, close=False)
         stream = asyncio.ensure_future(self._stream(writer, data, first, count, start, end))
+        del data  # the stream owns the run now (see the end of ``_stream``)
         hangup = asyncio.ensure_future(reader.read(1))
         try:
             await asyncio.wait({stream, hangup}, return_when=asyncio.FIRST_COMPLETED)
@@ -269,6 +270,10 @@ class SourceGateway:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            # A hang-up's exception keeps this frame alive in a reference cycle until the next
+            # full GC pass: it must not keep the run with it.
+            data = piece = memoryview(b"")
+            ahead = None
 
     async def _blocks(self, first: int, count: int) -> memoryview:
         """Blocks ``first .. first+count-1`` as one buffer, from the cache or S3.
