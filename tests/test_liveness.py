@@ -192,3 +192,38 @@ async def test_supervise_kills_the_work_when_the_watcher_raises() -> None:
     with pytest.raises(LeaseLost):
         await supervise(work(), watch())
     assert cancelled.is_set()
+
+
+async def test_a_cancellation_swallowed_inside_a_renewal_still_stops_the_watcher() -> None:
+    """The job settles even if the renewal under way eats the cancellation.
+
+    On Python 3.11 ``asyncio.wait_for`` (used inside aiohttp and the SDK) returns its inner call's
+    result instead of raising when it is cancelled just as that call finishes. The watcher then
+    kept renewing a finished job's lease and ``supervise`` waited on it: the job never settled.
+    Here the renewal's inner call finishes in the same turn of the loop as the job.
+    """
+    loop = asyncio.get_running_loop()
+    in_flight: asyncio.Future[asyncio.Future[None]] = loop.create_future()
+
+    class RacingStore:
+        async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
+            call: asyncio.Future[None] = loop.create_future()
+            if not in_flight.done():
+                in_flight.set_result(call)
+            else:
+                call.set_result(None)
+            await asyncio.wait_for(call, timeout=10)  # as the SDK's HTTP client does
+
+    async def work() -> str:
+        call = await in_flight
+        loop.call_soon(call.set_result, None)  # the renewal's answer lands with our cancel
+        return "done"
+
+    liveness = watcher(FakeQueue(), cast(Any, RacingStore()), interval_s=0.05)
+    task = asyncio.ensure_future(supervise(work(), liveness.watch()))
+    done, _ = await asyncio.wait({task}, timeout=3)
+    if not done:
+        task.cancel()  # the next cancel lands in the sleep and stops it
+        await asyncio.gather(task, return_exceptions=True)
+        pytest.fail("the watcher kept renewing after the job had finished")
+    assert task.result() == "done"

@@ -199,7 +199,8 @@ class SourceGateway:
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
         method, path, headers = _request(head)
         if path != self._path:
             return _respond(writer, 404, "Not Found")

@@ -58,6 +58,19 @@ def lease_horizon_s(delivery: Delivery, visibility_s: float, now: float) -> floa
     return delivery.received_at + visibility_s - now - LEASE_SKEW_S
 
 
+def _stop_if_cancelled() -> None:
+    """Raise if this task was asked to stop, even if the request was swallowed on the way.
+
+    On Python 3.11 ``asyncio.wait_for`` (which aiohttp and the SDK use inside a renewal) returns
+    the result instead of raising when it is cancelled just as its inner call finishes. The watch
+    loop then carried on renewing a finished job's lease, and ``supervise`` waited on it forever:
+    the job never settled. ``Task.cancelling()`` still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Liveness:
     """Owns the renewals of one job; ``watch`` only returns by raising."""
 
@@ -89,6 +102,7 @@ class Liveness:
             self._check_ownership()  # first: a job we may no longer own must write nothing
             self._check_health()
             delay = await self._renew_within_margin()
+            _stop_if_cancelled()
 
     def margin_s(self) -> float:
         """Seconds until our visibility or our lease, as last renewed, runs out."""
@@ -120,7 +134,8 @@ class Liveness:
         """Renew once; the delay until the next tick (shorter after a transient failure)."""
         margin_s = self.margin_s()
         try:
-            await asyncio.wait_for(self._renew(), timeout=margin_s)
+            async with asyncio.timeout(margin_s):  # unlike wait_for, never eats a cancel
+                await self._renew()
         except LeaseLost:
             metrics.HEARTBEATS.labels("lost").inc()
             raise

@@ -276,7 +276,8 @@ async def run(url: str, *, timeout_s: float, ffprobe: str = "ffprobe") -> dict[s
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
     except TimeoutError:
         raise FfmpegFailed(f"ffprobe did not answer within {timeout_s:.0f} s") from None
     finally:

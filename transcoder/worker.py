@@ -217,7 +217,8 @@ class Worker:
     @staticmethod
     async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
 
     @contextlib.asynccontextmanager
     async def _shutdown_guard(
