@@ -197,10 +197,10 @@ async def test_supervise_kills_the_work_when_the_watcher_raises() -> None:
 async def test_a_cancellation_swallowed_inside_a_renewal_still_stops_the_watcher() -> None:
     """The job settles even if the renewal under way eats the cancellation.
 
-    On Python 3.11 ``asyncio.wait_for`` (used inside aiohttp and the SDK) returns its inner call's
-    result instead of raising when it is cancelled just as that call finishes. The watcher then
-    kept renewing a finished job's lease and ``supervise`` waited on it: the job never settled.
-    Here the renewal's inner call finishes in the same turn of the loop as the job.
+    On Python 3.11 ``asyncio.wait_for`` returns its inner call's result instead of raising when it
+    is cancelled just as that call finishes. The watcher then kept renewing a finished job's lease
+    and ``supervise`` waited on it: the job never settled. Here a renewal that goes through
+    ``wait_for`` (as ours did) gets its answer in the same turn of the loop as the job ends.
     """
     loop = asyncio.get_running_loop()
     in_flight: asyncio.Future[asyncio.Future[None]] = loop.create_future()
@@ -212,7 +212,7 @@ async def test_a_cancellation_swallowed_inside_a_renewal_still_stops_the_watcher
                 in_flight.set_result(call)
             else:
                 call.set_result(None)
-            await asyncio.wait_for(call, timeout=10)  # as the SDK's HTTP client does
+            await asyncio.wait_for(call, timeout=10)  # as our renewal once did
 
     async def work() -> str:
         call = await in_flight

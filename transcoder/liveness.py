@@ -61,10 +61,11 @@ def lease_horizon_s(delivery: Delivery, visibility_s: float, now: float) -> floa
 def _stop_if_cancelled() -> None:
     """Raise if this task was asked to stop, even if the request was swallowed on the way.
 
-    On Python 3.11 ``asyncio.wait_for`` (which aiohttp and the SDK use inside a renewal) returns
-    the result instead of raising when it is cancelled just as its inner call finishes. The watch
-    loop then carried on renewing a finished job's lease, and ``supervise`` waited on it forever:
-    the job never settled. ``Task.cancelling()`` still counts the request.
+    On Python 3.11 ``asyncio.wait_for`` returns the result instead of raising when it is cancelled
+    just as its inner call finishes. The renewal used to run under ``wait_for``: the watch loop
+    then carried on renewing a finished job's lease, and ``supervise`` waited on it, so the job did
+    not settle. The renewal now runs under ``asyncio.timeout``; this check also covers any library
+    below it that swallows a cancellation. ``Task.cancelling()`` still counts the request.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
