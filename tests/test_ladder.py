@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from fractions import Fraction
-from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from media_facts import media
 
 from transcoder.config import DEFAULT_LADDER, Rung
 from transcoder.ladder import (
@@ -27,33 +26,6 @@ BOTH = ("720p", "1080p")
 T720 = Target("720p", 1280, 720, 21, 4500, 9000)
 T1080 = Target("1080p", 1920, 1080, 21, 7800, 15600)
 NO_UPSCALE_1080 = Skipped("1080p", "source short side 720px < 1080px (no upscaling)")
-
-BASE = MediaInfo(
-    container="mov,mp4,m4a,3gp,3g2,mj2",
-    duration_s=10.0,
-    size_bytes=1_000_000,
-    video_index=0,
-    video_codec="h264",
-    width=1920,
-    height=1080,
-    sar=Fraction(1),
-    rotation=0,
-    fps=25.0,
-    pix_fmt="yuv420p",
-    color_transfer=None,
-    color_primaries=None,
-    field_order="progressive",
-    frame_count=250,
-    audio_index=1,
-    audio_codec="aac",
-    audio_streams=1,
-    video_streams=1,
-    base_fps=25.0,
-)
-
-
-def media(**changes: Any) -> MediaInfo:
-    return dataclasses.replace(BASE, **changes)
 
 
 def plan_for(source: MediaInfo, wanted: tuple[str, ...] = BOTH) -> Plan:

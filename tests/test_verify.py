@@ -4,41 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from media_facts import media
 
 from transcoder.errors import InputRejected, OutputInvalid
 from transcoder.job import Reason
 from transcoder.ladder import ColourIn, Plan, Target
-from transcoder.probe import MediaInfo
 from transcoder.verify import Verified, check, check_complete, top_level_atoms
 
 TARGET = Target("720p", 1280, 720, 23, 4500, 9000)
 PLAN = Plan((TARGET,), (), 0, 1, None, 50, deinterlace=False)
-SOURCE = MediaInfo(
-    container="mov,mp4,m4a,3gp,3g2,mj2",
+SOURCE = media(
     duration_s=4.0,
     size_bytes=1,
-    video_index=0,
-    video_codec="h264",
     width=1280,
     height=720,
-    sar=Fraction(1),
-    rotation=0,
-    fps=25.0,
-    pix_fmt="yuv420p",
-    color_transfer=None,
-    color_primaries=None,
-    field_order="progressive",
     frame_count=100,
-    audio_index=1,
-    audio_codec="aac",
-    audio_streams=1,
-    video_streams=1,
-    base_fps=25.0,
     video_duration_s=4.0,
     audio_duration_s=4.0,
 )
