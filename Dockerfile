@@ -25,7 +25,7 @@ COPY autoscaling ./autoscaling
 # A regular (not editable) install: the venv must not point back into /src.
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
- && /opt/venv/bin/python -c "import transcoder.cli, enqueue_lambda.handler"
+ && /opt/venv/bin/python -c "import transcoder.ops.cli, enqueue_lambda.handler"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Debian bookworm's ffmpeg (5.1, with libx264 and ffprobe) and tini. tini is PID 1 under

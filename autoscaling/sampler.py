@@ -39,7 +39,7 @@ from botocore.config import Config
 
 from autoscaling.policy import Decision, Observation, PolicyConfig, decide
 from autoscaling.state import EmptyClock, TableClock
-from transcoder.job import RAW_PREFIX
+from transcoder.domain.job import RAW_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

@@ -1,9 +1,12 @@
 """What every runner shares: the emulator, the worker's settings, the planned ladder, the checks.
 
 The baselines use the worker's own code for everything that is not the thing measured: the
-ladder comes from ``transcoder.ladder.plan`` on ``transcoder.probe`` facts, the command line from
-``transcoder.ffmpeg.build_args`` with the encode options ``transcoder.app`` derives from the same
-``Settings``, and every output must pass the worker's publish gate (``transcoder.verify.check``).
+ladder comes from ``transcoder.media.ladder.plan`` on ``transcoder.media.probe`` facts, the command
+line from
+``transcoder.media.ffmpeg.build_args`` with the encode options ``transcoder.runtime.app`` derives
+from the same
+``Settings``, and every output must pass the worker's publish gate
+(``transcoder.media.verify.check``).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from benchmarks.display import Display
 from benchmarks.emulator import CountingEmulator, Request
 from benchmarks.model import Output, SourceReads
 from samples.workloads import Workload
-from transcoder import app, ladder, probe, verify
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.errors import TranscoderError
-from transcoder.ffmpeg import EncodeOptions, build_args
+from transcoder.domain.errors import TranscoderError
+from transcoder.media import ladder, probe, verify
+from transcoder.media.ffmpeg import EncodeOptions, build_args
+from transcoder.runtime import app
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """The control-plane run: many one-second jobs through the real worker, in process, one slot.
 
 Per-job overhead is receive-to-delete minus the time ffmpeg ran. The real ``Worker`` is built by
-``transcoder.app`` exactly as the CLI builds it; only observation is added:
+``transcoder.runtime.app`` exactly as the CLI builds it; only observation is added:
 
 * its ``JobQueue`` is a subclass that stamps when each message was received and deleted;
-* ``transcoder.encoder.run`` and ``transcoder.probe.run`` are wrapped (``mock.patch.object``)
+* ``transcoder.media.encoder.run`` and ``transcoder.media.probe.run`` are wrapped
+  (``mock.patch.object``)
   to record when each ffmpeg and ffprobe ran.
 
 With one slot, jobs run one after another, so every ffmpeg span falls inside exactly one job's
@@ -27,10 +28,12 @@ from benchmarks.model import ControlPlane
 from benchmarks.worker_runner import enqueuer_for
 from enqueue_lambda.handler import s3_event_for
 from samples.workloads import Workload
-from transcoder import app, encoder, logs, probe
-from transcoder.bootstrap import bootstrap
+from transcoder import logs
+from transcoder.aws.queue import Delivery, JobQueue
 from transcoder.config import Settings
-from transcoder.queue import Delivery, JobQueue
+from transcoder.media import encoder, probe
+from transcoder.ops.bootstrap import bootstrap
+from transcoder.runtime import app
 
 T = TypeVar("T")
 Span = tuple[float, float]

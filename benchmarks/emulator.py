@@ -7,7 +7,7 @@ separate proxy is exact (body bytes, not TCP bytes) and adds no hop to the worke
 
 Two extra routes serve the harness: ``GET /__bench/requests`` returns the records as JSON and
 ``POST /__bench/reset`` forgets them. :class:`CountingEmulator` runs the server as a child process
-on a free loopback port, like :class:`transcoder.emulator.Emulator`.
+on a free loopback port, like :class:`transcoder.ops.emulator.Emulator`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from transcoder.emulator import Emulator
+from transcoder.ops.emulator import Emulator
 
 CONTROL_PREFIX = "/__bench/"
 MAX_RECORDS = 200_000

@@ -25,10 +25,10 @@ from benchmarks.runners import run_b0, run_b1, run_b3
 from benchmarks.sweep import run_sweep
 from benchmarks.worker_runner import WorkerProcess, enqueuer_for, run_w
 from samples.workloads import Workload, build_workloads, ensure_workload
-from transcoder import app
-from transcoder.aws import open_clients
-from transcoder.bootstrap import bootstrap
+from transcoder.aws.clients import open_clients
 from transcoder.config import Settings
+from transcoder.ops.bootstrap import bootstrap
+from transcoder.runtime import app
 
 Runner = Callable[[Bench, Prepared, int], Awaitable[RunResult]]
 

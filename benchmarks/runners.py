@@ -1,6 +1,7 @@
 """The baselines: B0 (the floor), B1 (one ffmpeg per rendition), B3 (a naive worker).
 
-* **B0** runs the worker's own ffmpeg command line (``transcoder.ffmpeg.build_args``, same plan,
+* **B0** runs the worker's own ffmpeg command line (``transcoder.media.ffmpeg.build_args``, same
+  plan,
   same options) on the local workload file. Nothing else: no probe, no verify, no upload.
 * **B1** runs one ffmpeg per rendition (the same arguments restricted to one target), all at
   once, as a worker without ``split`` would. CPU is summed; peak RSS is the sum of each

@@ -14,7 +14,7 @@ import dataclasses
 from benchmarks.context import Bench, Prepared, check_outputs, plan_for, remove
 from benchmarks.measurement import run_measured
 from benchmarks.model import SweepPoint
-from transcoder.ffmpeg import build_args
+from transcoder.media.ffmpeg import build_args
 
 
 def _prepared_for_crf(prep: Prepared, bench: Bench, crf: int) -> Prepared:

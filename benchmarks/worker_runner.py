@@ -32,7 +32,7 @@ from benchmarks.measurement import Sampled, Sampler, TreeCpu, tree_cpu
 from benchmarks.model import Output, RunResult
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, build, s3_event_for
 from transcoder.config import Settings
-from transcoder.job import output_key
+from transcoder.domain.job import output_key
 
 USER_ID = "bench"
 # (stage name, from event, to event); "start" is the enqueue.

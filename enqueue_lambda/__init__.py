@@ -1,1 +1,2 @@
-"""The enqueue Lambda (S3 event -> job) and the dead-letter handler. Imports only transcoder.job."""
+"""The enqueue Lambda (S3 event -> job) and the dead-letter handler. Imports only
+transcoder.domain.job."""

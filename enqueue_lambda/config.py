@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from transcoder.job import DEFAULT_RENDITIONS, RENDITION_PATTERN
+from transcoder.domain.job import DEFAULT_RENDITIONS, RENDITION_PATTERN
 
 DEFAULT_EXTENSIONS = frozenset(
     {"mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp"}

@@ -44,7 +44,7 @@ from enqueue_lambda.verdict import (
     message_attributes,
     poison_ids,
 )
-from transcoder.job import (
+from transcoder.domain.job import (
     JobMessage,
     Reason,
     Status,

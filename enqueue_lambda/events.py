@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from transcoder.job import isoformat, utcnow
+from transcoder.domain.job import isoformat, utcnow
 
 HEX = re.compile(r"^[0-9A-Fa-f]{1,64}$")
 

@@ -1,10 +1,11 @@
 """The enqueue Lambda: an S3 ``ObjectCreated`` event under ``raw/`` becomes a job and a message.
 
-Imports only ``transcoder.job`` and boto3 (through this package) so the Lambda bundle stays small.
+Imports only ``transcoder.domain.job`` and boto3 (through this package) so the Lambda bundle stays
+small.
 For each record of the event (``events.uploads_from_event``):
 
 1. Decode the key exactly as S3 encodes it in events and parse ``raw/{userId}/{videoId}.{ext}``
-   strictly (``transcoder.job.parse_raw_key``).
+   strictly (``transcoder.domain.job.parse_raw_key``).
 2. Reject bad keys, empty objects and objects over the size limit: the rejection is written to
    DynamoDB as a terminal ``FAILED`` record with a reason code (when the key names a user and a
    video) and logged. Nothing is raised, so Lambda never retries a bad upload forever.
@@ -37,7 +38,14 @@ from enqueue_lambda.config import ConfigError, EnqueueConfig
 from enqueue_lambda.events import Upload, s3_event_for, uploads_from_event
 from enqueue_lambda.jsonlog import emit, get_logger
 from enqueue_lambda.records import Placement, RecordWriter
-from transcoder.job import RAW_PREFIX, InvalidKeyError, JobMessage, RawKey, Reason, parse_raw_key
+from transcoder.domain.job import (
+    RAW_PREFIX,
+    InvalidKeyError,
+    JobMessage,
+    RawKey,
+    Reason,
+    parse_raw_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from enqueue_lambda.events import Upload
-from transcoder.job import (
+from transcoder.domain.job import (
     JobMessage,
     RawKey,
     Reason,

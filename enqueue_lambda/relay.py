@@ -37,7 +37,7 @@ from botocore.config import Config
 
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, build
 from enqueue_lambda.jsonlog import emit, get_logger
-from transcoder.job import RAW_PREFIX
+from transcoder.domain.job import RAW_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

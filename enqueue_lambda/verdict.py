@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from transcoder.job import ID_PATTERN, JobMessage, Reason, Status, isoformat
+from transcoder.domain.job import ID_PATTERN, JobMessage, Reason, Status, isoformat
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 

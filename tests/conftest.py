@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from transcoder import logs
-from transcoder.aws import Clients, open_clients
-from transcoder.bootstrap import Resources, bootstrap
+from transcoder.aws.clients import Clients, open_clients
 from transcoder.config import Settings
-from transcoder.emulator import Emulator
+from transcoder.ops.bootstrap import Resources, bootstrap
+from transcoder.ops.emulator import Emulator
 
 AWS_VARIABLES = (
     "AWS_PROFILE",

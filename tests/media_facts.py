@@ -6,7 +6,7 @@ import dataclasses
 from fractions import Fraction
 from typing import Any
 
-from transcoder.probe import MediaInfo
+from transcoder.media.probe import MediaInfo
 
 PLAIN_1080P = MediaInfo(
     container="mov,mp4,m4a,3gp,3g2,mj2",

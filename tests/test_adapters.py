@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources, bootstrap
+from transcoder.aws.clients import Clients
+from transcoder.aws.queue import JobQueue
+from transcoder.aws.status import JobStore
+from transcoder.aws.storage import Storage
 from transcoder.config import Settings
-from transcoder.errors import InputRejected, LeaseLost
-from transcoder.job import ErrorInfo, JobMessage, RawKey, Reason, Status
-from transcoder.queue import JobQueue
-from transcoder.status import JobStore
-from transcoder.storage import Storage
+from transcoder.domain.errors import InputRejected, LeaseLost
+from transcoder.domain.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.ops.bootstrap import Resources, bootstrap
 
 MiB = 1024**2
 

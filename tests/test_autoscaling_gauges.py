@@ -8,11 +8,11 @@ from typing import Any
 import boto3
 from prometheus_client import REGISTRY
 
-from transcoder import app
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder.aws.clients import Clients
+from transcoder.aws.queue import JobQueue
 from transcoder.config import Settings
-from transcoder.queue import JobQueue
+from transcoder.ops.bootstrap import Resources
+from transcoder.runtime import app
 
 
 def unique(prefix: str) -> str:

@@ -16,7 +16,7 @@ from autoscaling import sampler as sampler_module
 from autoscaling.policy import PolicyConfig, Reason
 from autoscaling.sampler import ConfigError, Sampler, SamplerConfig, build_sampler, uploads_in
 from autoscaling.state import STATE_PK
-from transcoder.cli import main
+from transcoder.ops.cli import main
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

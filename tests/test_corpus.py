@@ -25,14 +25,14 @@ import pytest
 
 from samples import corpus as corpus_module
 from samples.corpus import CASES, Case, ensure_corpus
-from transcoder import app
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder.aws.clients import Clients
+from transcoder.aws.storage import Storage
 from transcoder.config import Settings
-from transcoder.demo import Submitted, submit, wait_for_terminal
-from transcoder.job import output_key
-from transcoder.storage import Storage
-from transcoder.verify import top_level_atoms
+from transcoder.domain.job import output_key
+from transcoder.media.verify import top_level_atoms
+from transcoder.ops.bootstrap import Resources
+from transcoder.ops.demo import Submitted, submit, wait_for_terminal
+from transcoder.runtime import app
 
 pytestmark = pytest.mark.e2e
 

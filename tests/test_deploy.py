@@ -19,9 +19,9 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from transcoder.bootstrap import DLQ_RETENTION_S
 from transcoder.config import ENV_PREFIX, Settings
-from transcoder.job import STATUS_INDEX
+from transcoder.domain.job import STATUS_INDEX
+from transcoder.ops.bootstrap import DLQ_RETENTION_S
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -338,7 +338,7 @@ def adapter_actions() -> set[str]:
     """IAM actions for every SDK call in the worker's adapters, read from their source."""
     actions = set()
     for module, service in ADAPTERS.items():
-        source = (ROOT / "transcoder" / module).read_text(encoding="utf-8")
+        source = (ROOT / "transcoder" / "aws" / module).read_text(encoding="utf-8")
         for operation in re.findall(r"\b(?:self\._client|client)\.([a-z_]+)\(", source):
             camel = "".join(part.title() for part in operation.split("_"))
             actions.add(S3_ACTIONS.get(operation, f"{service}:{camel}"))

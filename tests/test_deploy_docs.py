@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from transcoder import cli
+from transcoder.ops import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -1,7 +1,8 @@
 """The Lambda bundle and the compose relay.
 
 * ``deploy/lambda/build.py`` builds the zip the template deploys; built here offline
-  (``--from-env``), it must hold the three handlers, ``transcoder/job.py`` and pydantic, and no
+  (``--from-env``), it must hold the three handlers, ``transcoder/domain/job.py`` and pydantic, and
+  no
   aiobotocore; unpacked next to nothing but what the Lambda runtime provides (boto3 and its
   dependencies), every handler imports.
 * ``enqueue_lambda.relay`` stands in for S3 -> Lambda in docker-compose: against the moto server,
@@ -25,9 +26,9 @@ import pytest
 from botocore.config import Config
 
 from enqueue_lambda import relay
-from transcoder.bootstrap import Resources
 from transcoder.config import Settings
-from transcoder.job import JobMessage, record_key
+from transcoder.domain.job import JobMessage, record_key
+from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -75,7 +76,7 @@ def test_bundle_holds_the_handlers_and_pydantic_but_no_aiobotocore(bundle: Path)
     assert [top for top in FORBIDDEN if top in tops] == []
     for required in (
         "transcoder/__init__.py",
-        "transcoder/job.py",
+        "transcoder/domain/job.py",
         "enqueue_lambda/handler.py",
         "enqueue_lambda/dlq.py",
         "autoscaling/sampler.py",
@@ -84,7 +85,11 @@ def test_bundle_holds_the_handlers_and_pydantic_but_no_aiobotocore(bundle: Path)
         assert required in names, required
     assert any(name.startswith("pydantic_core/") and ".so" in name for name in names)
     # The worker stays out: only the handlers' own import closure is bundled.
-    for worker_module in ("transcoder/aws.py", "transcoder/worker.py", "transcoder/config.py"):
+    for worker_module in (
+        "transcoder/aws/clients.py",
+        "transcoder/runtime/worker.py",
+        "transcoder/config.py",
+    ):
         assert worker_module not in names, worker_module
     assert not [name for name in names if name.endswith(".pyc")]
 

@@ -17,9 +17,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from enqueue_lambda import dlq
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
-from transcoder.bootstrap import Resources
 from transcoder.config import Settings
-from transcoder.job import from_item, record_key, to_attr
+from transcoder.domain.job import from_item, record_key, to_attr
+from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from transcoder import app
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.demo import Submitted, submit
-from transcoder.verify import top_level_atoms
-from transcoder.worker import Outcome, Worker
+from transcoder.media.verify import top_level_atoms
+from transcoder.ops.bootstrap import Resources
+from transcoder.ops.demo import Submitted, submit
+from transcoder.runtime import app
+from transcoder.runtime.worker import Outcome, Worker
 
 pytestmark = pytest.mark.e2e
 

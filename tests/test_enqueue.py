@@ -27,9 +27,9 @@ from enqueue_lambda.config import DEFAULT_EXTENSIONS, ConfigError, table_from_en
 from enqueue_lambda.events import Upload, decode_key, s3_event_for, sequencer, uploads_from_event
 from enqueue_lambda.handler import EnqueueConfig, EnqueueIncomplete, Enqueuer, Report
 from enqueue_lambda.records import Placement, classify
-from transcoder.bootstrap import Resources
 from transcoder.config import Settings
-from transcoder.job import derive_job_id, from_item, record_key, to_attr
+from transcoder.domain.job import derive_job_id, from_item, record_key, to_attr
+from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

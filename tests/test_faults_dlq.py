@@ -20,9 +20,9 @@ import pytest
 from faults.clips import clip
 from faults.harness import Fleet
 
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.job import record_key
+from transcoder.domain.job import record_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -21,10 +21,10 @@ import pytest
 from faults.clips import clip
 from faults.harness import Fleet
 
-from transcoder.aws import Clients, open_clients
-from transcoder.bootstrap import bootstrap
+from transcoder.aws.clients import Clients, open_clients
 from transcoder.config import Settings
-from transcoder.emulator import Emulator, free_port
+from transcoder.ops.bootstrap import bootstrap
+from transcoder.ops.emulator import Emulator, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 OUTAGE_S = 15.0

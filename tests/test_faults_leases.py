@@ -13,7 +13,7 @@ import pytest
 from faults.clips import clip
 from faults.harness import Fleet
 
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

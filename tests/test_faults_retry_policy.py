@@ -15,11 +15,12 @@ from typing import Any, cast
 
 import pytest
 
-from transcoder.errors import AwsUnavailable, LeaseLost
-from transcoder.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus
-from transcoder.pipeline import PipelineResult
-from transcoder.queue import Delivery
-from transcoder.settlement import (
+from transcoder.aws.queue import Delivery
+from transcoder.aws.status import Lease
+from transcoder.domain.errors import AwsUnavailable, LeaseLost
+from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus
+from transcoder.runtime.pipeline import PipelineResult
+from transcoder.runtime.settlement import (
     Outcome,
     Settlement,
     Settler,
@@ -27,7 +28,6 @@ from transcoder.settlement import (
     held_delay_s,
     spares_receive,
 )
-from transcoder.status import Lease
 
 LEASE = Lease("u1", "v1", "w1", 1)
 RESULT = PipelineResult(

@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from transcoder.scratch import ScratchSpace
+from transcoder.runtime.scratch import ScratchSpace
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from transcoder.scratch import ScratchSpace
+from transcoder.runtime.scratch import ScratchSpace
 space = ScratchSpace.claim(Path(sys.argv[1]), "holder")
 (space.root / "job-1").mkdir()
 (space.root / "job-1" / "720p.mp4").write_bytes(b"half an encode")

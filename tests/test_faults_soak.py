@@ -20,9 +20,9 @@ import pytest
 from faults.clips import clip
 from faults.harness import Fleet, WorkerProcess
 
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.demo import Submitted
+from transcoder.ops.demo import Submitted
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 JOBS, WORKERS, CHAOS_S, SEED = 30, 3, 40.0, 20261122

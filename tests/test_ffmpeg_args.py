@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transcoder.ffmpeg import EncodeOptions, ProgressSample, build_args, parse_progress_block
-from transcoder.ladder import ColourIn, Plan, Skipped, Target
+from transcoder.media.ffmpeg import EncodeOptions, ProgressSample, build_args, parse_progress_block
+from transcoder.media.ladder import ColourIn, Plan, Skipped, Target
 
 T720 = Target("720p", 1280, 720, 23, 4500, 9000)
 T1080 = Target("1080p", 1920, 1080, 23, 7800, 15600)

@@ -20,17 +20,17 @@ from typing import Any, cast
 
 import pytest
 
-from transcoder import probe
-from transcoder.app import pipeline_config
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder.aws.clients import Clients
+from transcoder.aws.gateway import GatewayConfig, RangeNotSatisfiable, SourceGateway, parse_range
+from transcoder.aws.storage import Storage
 from transcoder.config import Settings
-from transcoder.errors import AwsUnavailable, FfmpegFailed, InputRejected
-from transcoder.gateway import GatewayConfig, RangeNotSatisfiable, SourceGateway, parse_range
-from transcoder.job import JobMessage, Reason, SourceFacts, derive_job_id
-from transcoder.pipeline import Pipeline, blame
-from transcoder.progress import Progress
-from transcoder.storage import Storage
+from transcoder.domain.errors import AwsUnavailable, FfmpegFailed, InputRejected
+from transcoder.domain.job import JobMessage, Reason, SourceFacts, derive_job_id
+from transcoder.media import probe
+from transcoder.media.progress import Progress
+from transcoder.ops.bootstrap import Resources
+from transcoder.runtime.app import pipeline_config
+from transcoder.runtime.pipeline import Pipeline, blame
 
 KiB = 1024
 SMALL = GatewayConfig(block_bytes=64 * KiB, max_run_bytes=256 * KiB, cache_bytes=256 * KiB)

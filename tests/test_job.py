@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from transcoder.job import (
+from transcoder.domain.job import (
     InvalidKeyError,
     JobMessage,
     RawKey,

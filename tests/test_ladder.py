@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from media_facts import media
 
 from transcoder.config import DEFAULT_LADDER, Rung
-from transcoder.ladder import (
+from transcoder.media.ladder import (
     ColourIn,
     Plan,
     Skipped,
@@ -20,7 +20,7 @@ from transcoder.ladder import (
     fit,
     plan,
 )
-from transcoder.probe import MediaInfo
+from transcoder.media.probe import MediaInfo
 
 BOTH = ("720p", "1080p")
 T720 = Target("720p", 1280, 720, 21, 4500, 9000)

@@ -12,12 +12,12 @@ from typing import Any, cast
 
 import pytest
 
-from transcoder.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
-from transcoder.ffmpeg import ProgressSample
-from transcoder.liveness import LEASE_SKEW_S, Liveness, LivenessConfig, supervise
-from transcoder.progress import Progress
-from transcoder.queue import Delivery
-from transcoder.status import Lease
+from transcoder.aws.queue import Delivery
+from transcoder.aws.status import Lease
+from transcoder.domain.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
+from transcoder.media.ffmpeg import ProgressSample
+from transcoder.media.progress import Progress
+from transcoder.runtime.liveness import LEASE_SKEW_S, Liveness, LivenessConfig, supervise
 
 LEASE = Lease("u1", "v1", "w1", 1)
 

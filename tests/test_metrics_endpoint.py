@@ -7,10 +7,11 @@ import json
 import urllib.error
 import urllib.request
 
-from transcoder import app, metrics
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder import metrics
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
+from transcoder.ops.bootstrap import Resources
+from transcoder.runtime import app
 
 
 def fetch(url: str) -> tuple[int, str]:

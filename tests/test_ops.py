@@ -19,12 +19,13 @@ from botocore.config import Config
 
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
-from transcoder import app, ops
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.demo import submit
-from transcoder.job import from_item, isoformat, record_key, to_attr, utcnow
+from transcoder.domain.job import from_item, isoformat, record_key, to_attr, utcnow
+from transcoder.ops import commands as ops
+from transcoder.ops.bootstrap import Resources
+from transcoder.ops.demo import submit
+from transcoder.runtime import app
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

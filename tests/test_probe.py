@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from transcoder import probe
-from transcoder.errors import AwsUnavailable, FfmpegFailed, InputRejected
-from transcoder.job import Reason
+from transcoder.domain.errors import AwsUnavailable, FfmpegFailed, InputRejected
+from transcoder.domain.job import Reason
+from transcoder.media import probe
 
 VIDEO: dict[str, Any] = {
     "index": 0,

@@ -17,17 +17,17 @@ from faults.agent import Agent
 from faults.clips import clip
 from faults.harness import Fleet
 
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
+from transcoder.aws.protection import TaskProtection, for_agent, granted
+from transcoder.aws.queue import Delivery
+from transcoder.aws.status import Lease
 from transcoder.config import Settings
-from transcoder.emulator import free_port
-from transcoder.job import JobMessage, RawKey
-from transcoder.liveness import LivenessConfig
-from transcoder.pipeline import PipelineResult
-from transcoder.progress import Progress
-from transcoder.protection import TaskProtection, for_agent, granted
-from transcoder.queue import Delivery
-from transcoder.status import Lease
-from transcoder.worker import Worker, WorkerConfig
+from transcoder.domain.job import JobMessage, RawKey
+from transcoder.media.progress import Progress
+from transcoder.ops.emulator import free_port
+from transcoder.runtime.liveness import LivenessConfig
+from transcoder.runtime.pipeline import PipelineResult
+from transcoder.runtime.worker import Worker, WorkerConfig
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import io
 import os
 from pathlib import Path
 
-from transcoder.storage import FileSlice, md5_of
+from transcoder.aws.storage import FileSlice, md5_of
 
 
 def test_file_slice_is_a_seekable_window(tmp_path: Path) -> None:

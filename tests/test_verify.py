@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from media_facts import media
 
-from transcoder.errors import InputRejected, OutputInvalid
-from transcoder.job import Reason
-from transcoder.ladder import ColourIn, Plan, Target
-from transcoder.verify import Verified, check, check_complete, top_level_atoms
+from transcoder.domain.errors import InputRejected, OutputInvalid
+from transcoder.domain.job import Reason
+from transcoder.media.ladder import ColourIn, Plan, Target
+from transcoder.media.verify import Verified, check, check_complete, top_level_atoms
 
 TARGET = Target("720p", 1280, 720, 23, 4500, 9000)
 PLAN = Plan((TARGET,), (), 0, 1, None, 50, deinterlace=False)

@@ -13,8 +13,10 @@ from typing import Any, cast
 
 import pytest
 
-from transcoder.errors import AwsUnavailable, InputRejected, LeaseLost, Stalled
-from transcoder.job import (
+from transcoder.aws.queue import Delivery
+from transcoder.aws.status import ClaimDecision, Lease, Verdict, decide_claim
+from transcoder.domain.errors import AwsUnavailable, InputRejected, LeaseLost, Stalled
+from transcoder.domain.job import (
     ErrorInfo,
     JobMessage,
     RawKey,
@@ -24,12 +26,10 @@ from transcoder.job import (
     SourceFacts,
     Status,
 )
-from transcoder.liveness import LivenessConfig
-from transcoder.pipeline import PipelineResult
-from transcoder.progress import Progress
-from transcoder.queue import Delivery
-from transcoder.status import ClaimDecision, Lease, Verdict, decide_claim
-from transcoder.worker import Outcome, Worker, WorkerConfig, backoff_s
+from transcoder.media.progress import Progress
+from transcoder.runtime.liveness import LivenessConfig
+from transcoder.runtime.pipeline import PipelineResult
+from transcoder.runtime.worker import Outcome, Worker, WorkerConfig, backoff_s
 
 SOURCE = SourceFacts(
     size_bytes=1,

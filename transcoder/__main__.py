@@ -1,5 +1,5 @@
 import sys
 
-from transcoder.cli import main
+from transcoder.ops.cli import main
 
 sys.exit(main())

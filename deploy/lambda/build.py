@@ -7,7 +7,8 @@
 What goes in:
 
 * First-party code: the handler modules and exactly the modules they import, transitively
-  (found by reading their ``import`` statements), so ``transcoder/job.py`` comes along but the
+  (found by reading their ``import`` statements), so ``transcoder/domain/job.py`` comes along but
+  the
   worker (aiobotocore, ffmpeg, structlog, prometheus) does not.
 * pydantic and its dependencies, as manylinux wheels for the Lambda runtime's Python and
   architecture (``pip install --platform ... --only-binary=:all:``), at the version installed in

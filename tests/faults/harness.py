@@ -27,13 +27,13 @@ from typing import Any
 
 import psutil
 
-from transcoder.aws import Clients
-from transcoder.bootstrap import Resources, bootstrap
+from transcoder.aws.clients import Clients
+from transcoder.aws.queue import Depth, JobQueue
+from transcoder.aws.status import JobStore
 from transcoder.config import Settings
-from transcoder.demo import Submitted, submit
-from transcoder.job import output_key, record_key, to_attr
-from transcoder.queue import Depth, JobQueue
-from transcoder.status import JobStore
+from transcoder.domain.job import output_key, record_key, to_attr
+from transcoder.ops.bootstrap import Resources, bootstrap
+from transcoder.ops.demo import Submitted, submit
 
 # Short timeouts so that every fault plays out in seconds (VT 6 s, heartbeat 1 s, stall 3 s).
 FAULT_SETTINGS: dict[str, Any] = {

@@ -21,7 +21,7 @@ be redriven from the DLQ, a wrongly deleted one is gone).
 
 from __future__ import annotations
 
-from transcoder.job import Reason
+from transcoder.domain.job import Reason
 
 
 class TranscoderError(Exception):

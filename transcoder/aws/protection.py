@@ -5,7 +5,7 @@ state`` with ``{"ProtectionEnabled": bool, "ExpiresInMinutes": n}`` protects the
 scale-in and deployments (or lifts the protection). The agent answers ``{"protection": {...}}`` on
 success and ``{"failure": {...}}`` or ``{"error": {...}}`` otherwise.
 
-How the worker uses it (``transcoder.worker``):
+How the worker uses it (``transcoder.runtime.worker``):
 
 * while it has work, protection comes *before* each receive (and each job's liveness task renews
   it), so a task in the middle of a backlog is never chosen by scale-in between two jobs;

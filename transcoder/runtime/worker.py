@@ -4,16 +4,17 @@
   starts at receive, so a message must never wait in memory for a slot.
 * Each job runs in its own task under a liveness watcher; whatever happens, it ends in exactly one
   ``Outcome``, and ``settle`` maps that outcome to the DynamoDB write and the SQS action (the table
-  in DESIGN.md; ``transcoder.settlement``). The same outcome labels the log line and the metric.
+  in DESIGN.md; ``transcoder.runtime.settlement``). The same outcome labels the log line and the
+  metric.
   Settling is shielded from cancellation: a shutdown never leaves a half-written result.
 * Shutdown: ``stop`` stops receiving; jobs that will finish inside the grace period finish, the
   rest are cancelled (ffmpeg killed) and handed back with visibility 0; ``force`` cancels all.
-* ECS scale-in protection (``protection``, see ``transcoder.protection``): while the worker has
+* ECS scale-in protection (``protection``, see ``transcoder.aws.protection``): while the worker has
   work it is acquired before each receive and renewed by each job's liveness task; a receive that
   comes back empty with nothing running releases it, so an idle task polls unprotected and
   scale-in can stop it; an idle task that receives work protects itself before claiming it.
   Refused: the messages are given back, and nothing is received until the agent grants it.
-* Retry policy and the DLQ: see ``transcoder.settlement``.
+* Retry policy and the DLQ: see ``transcoder.runtime.settlement``.
 """
 
 from __future__ import annotations
@@ -28,22 +29,29 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from transcoder import metrics
-from transcoder.errors import (
+from transcoder.aws.protection import Protection, Unprotected
+from transcoder.aws.queue import Delivery, JobQueue
+from transcoder.aws.status import JobStore, Lease, Verdict, decide_claim
+from transcoder.domain.errors import (
     AwsUnavailable,
     InvalidMessage,
     LeaseLost,
     PermanentError,
     TranscoderError,
 )
-from transcoder.job import JobMessage, SourceFacts
-from transcoder.liveness import Liveness, LivenessConfig, Renewal, lease_horizon_s, supervise
+from transcoder.domain.job import JobMessage, SourceFacts
 from transcoder.logs import bind_job, clear_job, get_logger
-from transcoder.pipeline import Pipeline
-from transcoder.progress import Progress
-from transcoder.protection import Protection, Unprotected
-from transcoder.queue import Delivery, JobQueue
-from transcoder.scratch import ScratchSpace
-from transcoder.settlement import (
+from transcoder.media.progress import Progress
+from transcoder.runtime.liveness import (
+    Liveness,
+    LivenessConfig,
+    Renewal,
+    lease_horizon_s,
+    supervise,
+)
+from transcoder.runtime.pipeline import Pipeline
+from transcoder.runtime.scratch import ScratchSpace
+from transcoder.runtime.settlement import (
     Outcome,
     Settlement,
     Settler,
@@ -52,10 +60,9 @@ from transcoder.settlement import (
     exhausted,
     held_delay_s,
 )
-from transcoder.status import JobStore, Lease, Verdict, decide_claim
 
 log = get_logger(__name__)
-# Re-exported: the outcome vocabulary and the retry policy live in transcoder.settlement.
+# Re-exported: the outcome vocabulary and the retry policy live in transcoder.runtime.settlement.
 __all__ = [
     "Outcome",
     "Running",

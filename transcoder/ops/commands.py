@@ -22,13 +22,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from transcoder import app
-from transcoder.aws import open_clients
+from transcoder.aws.clients import open_clients
+from transcoder.aws.queue import DeadLetter, JobQueue
+from transcoder.aws.status import JobStore
 from transcoder.config import Settings
-from transcoder.errors import TranscoderError
-from transcoder.job import JobMessage, Status, isoformat, utcnow
-from transcoder.queue import DeadLetter, JobQueue
-from transcoder.status import JobStore
+from transcoder.domain.errors import TranscoderError
+from transcoder.domain.job import JobMessage, Status, isoformat, utcnow
+from transcoder.runtime import app
 
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

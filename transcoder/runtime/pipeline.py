@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from transcoder import encoder, ladder, metrics, probe, verify
+from transcoder import metrics
+from transcoder.aws.gateway import GatewayConfig, SourceGateway
+from transcoder.aws.storage import ObjectInfo, Storage
 from transcoder.config import Rung
-from transcoder.errors import InputRejected, TranscoderError
-from transcoder.ffmpeg import EncodeOptions, build_args
-from transcoder.gateway import GatewayConfig, SourceGateway
-from transcoder.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
-from transcoder.job import output_key as rendition_key
+from transcoder.domain.errors import InputRejected, TranscoderError
+from transcoder.domain.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
+from transcoder.domain.job import output_key as rendition_key
 from transcoder.logs import get_logger
-from transcoder.progress import Progress
-from transcoder.storage import ObjectInfo, Storage
+from transcoder.media import encoder, ladder, probe, verify
+from transcoder.media.ffmpeg import EncodeOptions, build_args
+from transcoder.media.progress import Progress
 
 log = get_logger(__name__)
 DEFAULT_GATEWAY = GatewayConfig()

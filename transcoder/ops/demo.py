@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from enqueue_lambda.handler import EnqueueConfig, build, s3_event_for
-from transcoder import app
-from transcoder.aws import Clients
+from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.job import Status
+from transcoder.domain.job import Status
 from transcoder.logs import get_logger
+from transcoder.runtime import app
 
 log = get_logger(__name__)
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)
@@ -161,7 +161,7 @@ async def run_demo(
     timeout_s: float,
 ) -> list[dict[str, Any]]:
     """Bootstrap, submit, run one worker until every job is terminal; return the job summaries."""
-    from transcoder.bootstrap import bootstrap
+    from transcoder.ops.bootstrap import bootstrap
 
     await bootstrap(clients, settings)
     jobs = await submit(clients, settings, files, user_id="demo")

@@ -15,19 +15,20 @@ from pathlib import Path
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from transcoder import metrics, protection
-from transcoder.aws import Clients, client_config, translated
+from transcoder import metrics
+from transcoder.aws import protection
+from transcoder.aws.clients import Clients, client_config, translated
+from transcoder.aws.queue import MAX_VISIBILITY_S, JobQueue, resolve_url
+from transcoder.aws.status import JobStore
+from transcoder.aws.storage import Storage
 from transcoder.config import Settings
-from transcoder.errors import TranscoderError
-from transcoder.ffmpeg import EncodeOptions
-from transcoder.liveness import LivenessConfig
+from transcoder.domain.errors import TranscoderError
 from transcoder.logs import get_logger
-from transcoder.pipeline import Pipeline, PipelineConfig
-from transcoder.queue import MAX_VISIBILITY_S, JobQueue, resolve_url
-from transcoder.scratch import ScratchSpace
-from transcoder.status import JobStore
-from transcoder.storage import Storage
-from transcoder.worker import Worker, WorkerConfig
+from transcoder.media.ffmpeg import EncodeOptions
+from transcoder.runtime.liveness import LivenessConfig
+from transcoder.runtime.pipeline import Pipeline, PipelineConfig
+from transcoder.runtime.scratch import ScratchSpace
+from transcoder.runtime.worker import Worker, WorkerConfig
 
 log = get_logger(__name__)
 # A job must fail explicitly before SQS's 12-hour cap on a message's total invisibility.

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from transcoder.config import Settings
-from transcoder.errors import AwsUnavailable, TranscoderError
+from transcoder.domain.errors import AwsUnavailable, TranscoderError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 from collections import deque
 
-from transcoder.ffmpeg import parse_progress_block
 from transcoder.logs import get_logger
-from transcoder.probe import classify_failure
-from transcoder.progress import Progress
+from transcoder.media.ffmpeg import parse_progress_block
+from transcoder.media.probe import classify_failure
+from transcoder.media.progress import Progress
 
 log = get_logger(__name__)
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from transcoder.aws import error_code, translated
-from transcoder.errors import LeaseLost
-from transcoder.job import (
+from transcoder.aws.clients import error_code, translated
+from transcoder.domain.errors import LeaseLost
+from transcoder.domain.job import (
     STATUS_INDEX,
     ErrorInfo,
     JobMessage,

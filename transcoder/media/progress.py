@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from transcoder.ffmpeg import ProgressSample
+from transcoder.media.ffmpeg import ProgressSample
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from transcoder.aws import Clients, error_code
+from transcoder.aws.clients import Clients, error_code
 from transcoder.config import Settings
-from transcoder.job import STATUS_INDEX
+from transcoder.domain.job import STATUS_INDEX
 from transcoder.logs import get_logger
 
 log = get_logger(__name__)

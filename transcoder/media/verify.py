@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transcoder.errors import InputRejected, OutputInvalid
-from transcoder.job import Reason
-from transcoder.ladder import Plan, Target
-from transcoder.probe import INTERLACED_ORDERS, MediaInfo, rotation_of
+from transcoder.domain.errors import InputRejected, OutputInvalid
+from transcoder.domain.job import Reason
+from transcoder.media.ladder import Plan, Target
+from transcoder.media.probe import INTERLACED_ORDERS, MediaInfo, rotation_of
 
 BT709 = "bt709"
 

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from transcoder import metrics
-from transcoder.errors import AwsUnavailable, InputRejected, TranscoderError
-from transcoder.job import Reason
+from transcoder.domain.errors import AwsUnavailable, InputRejected, TranscoderError
+from transcoder.domain.job import Reason
 from transcoder.logs import get_logger
 
 if TYPE_CHECKING:
-    from transcoder.storage import Storage
+    from transcoder.aws.storage import Storage
 
 log = get_logger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from transcoder.errors import AwsUnavailable, FfmpegFailed, InputRejected, TranscoderError
-from transcoder.job import Reason
+from transcoder.domain.errors import AwsUnavailable, FfmpegFailed, InputRejected, TranscoderError
+from transcoder.domain.job import Reason
 
 IMAGE_FORMATS = re.compile(r"(^|,)(image2|\w+_pipe|gif|apng|webp_pipe)(,|$)")
 HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})

@@ -29,12 +29,12 @@ from enum import StrEnum
 from functools import partial
 
 from transcoder import metrics
-from transcoder.errors import AwsUnavailable, LeaseLost, TranscoderError
-from transcoder.job import ErrorInfo, Reason
+from transcoder.aws.queue import MAX_VISIBILITY_S, Delivery, JobQueue
+from transcoder.aws.status import JobStore, Lease
+from transcoder.domain.errors import AwsUnavailable, LeaseLost, TranscoderError
+from transcoder.domain.job import ErrorInfo, Reason
 from transcoder.logs import get_logger
-from transcoder.pipeline import PipelineResult
-from transcoder.queue import MAX_VISIBILITY_S, Delivery, JobQueue
-from transcoder.status import JobStore, Lease
+from transcoder.runtime.pipeline import PipelineResult
 
 log = get_logger(__name__)
 Step = Callable[[], Awaitable[None]]

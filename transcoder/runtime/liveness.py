@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from transcoder import metrics
-from transcoder.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
+from transcoder.aws.queue import Delivery, JobQueue
+from transcoder.aws.status import JobStore, Lease
+from transcoder.domain.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
 from transcoder.logs import get_logger
-from transcoder.progress import Progress
-from transcoder.queue import Delivery, JobQueue
-from transcoder.status import JobStore, Lease
+from transcoder.media.progress import Progress
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -20,9 +20,9 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import aiohttp
 from botocore.exceptions import ClientError
 
-from transcoder.aws import error_code, http_status, translated
-from transcoder.errors import AwsUnavailable, InputRejected
-from transcoder.job import Reason
+from transcoder.aws.clients import error_code, http_status, translated
+from transcoder.domain.errors import AwsUnavailable, InputRejected
+from transcoder.domain.job import Reason
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -21,8 +21,8 @@ from typing import Any
 
 import ffmpeg
 
-from transcoder.ladder import ColourIn, Plan
-from transcoder.probe import MAX_DECODE_ERROR_RATE
+from transcoder.media.ladder import ColourIn, Plan
+from transcoder.media.probe import MAX_DECODE_ERROR_RATE
 
 # Reading from a presigned S3 URL: seekable HTTP with range requests (moov-at-end MP4 works),
 # reconnect on network errors and on 5xx, and never hang forever on a dead socket.

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 from transcoder.config import Rung
-from transcoder.probe import MediaInfo
+from transcoder.media.probe import MediaInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from transcoder.aws import error_code, translated
-from transcoder.errors import AwsUnavailable, LeaseLost
+from transcoder.aws.clients import error_code, translated
+from transcoder.domain.errors import AwsUnavailable, LeaseLost
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient

@@ -17,13 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-from transcoder import app, heap, logs
-from transcoder.aws import open_clients
-from transcoder.bootstrap import bootstrap
+from transcoder import heap, logs
+from transcoder.aws.clients import open_clients
 from transcoder.config import ConfigError, Settings, load_settings
 from transcoder.metrics import Health
+from transcoder.ops.bootstrap import bootstrap
+from transcoder.runtime import app
 
-log = logs.get_logger("transcoder.cli")
+log = logs.get_logger("transcoder.ops.cli")
 EMULATOR_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -67,7 +68,7 @@ async def run_bootstrap(settings: Settings) -> int:
 
 
 async def run_submit(settings: Settings, files: Sequence[Path], user_id: str) -> int:
-    from transcoder.demo import submit
+    from transcoder.ops.demo import submit
 
     async with open_clients(settings) as clients:
         jobs = await submit(clients, settings, files, user_id=user_id)
@@ -86,7 +87,7 @@ def embedded_emulator_if_needed(settings: Settings) -> Iterator[Settings]:
     if settings.endpoint_url:
         yield settings
         return
-    from transcoder.emulator import running_emulator
+    from transcoder.ops.emulator import running_emulator
 
     for name, value in EMULATOR_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -106,8 +107,8 @@ def embedded_emulator_if_needed(settings: Settings) -> Iterator[Settings]:
 async def run_demo(
     settings: Settings, files: list[Path], out: Path | None, as_json: bool, timeout_s: float
 ) -> int:
-    from transcoder.demo import print_results
-    from transcoder.demo import run_demo as demo
+    from transcoder.ops.demo import print_results
+    from transcoder.ops.demo import run_demo as demo
 
     if not files:
         from samples import ensure_samples
@@ -156,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Modules that contribute command groups (each defines ``add_commands(subparsers)``).
-COMMAND_MODULES: tuple[str, ...] = ("transcoder.ops", "autoscaling.cli")
+COMMAND_MODULES: tuple[str, ...] = ("transcoder.ops.commands", "autoscaling.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""The job's contract and rules: messages, records, reason codes, errors. No I/O."""

@@ -1,0 +1,1 @@
+"""Media logic: probe, ladder planning, ffmpeg arguments, encode, publish gate. No AWS."""

@@ -1,0 +1,1 @@
+"""Operator-facing entry points: the CLI, commands, demo, bootstrap, the local emulator."""

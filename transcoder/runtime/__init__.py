@@ -1,0 +1,1 @@
+"""The worker: its loop, the one decision, liveness, the pipeline, the wiring."""
