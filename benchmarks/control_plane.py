@@ -164,7 +164,7 @@ async def run_control_plane(bench: Bench, clip: Workload, jobs: int) -> ControlP
     overhead, without_probe, encode, probing = overheads(
         queue.received, queue.deleted, ffmpeg, ffprobe
     )
-    completed = sum(1 for s in worker.settled if s.outcome.value == "completed")
+    completed = sum(1 for s in worker.settled if s.label.value == "completed")
     return ControlPlane(
         jobs=jobs,
         completed=completed,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transcoder.domain.job import DEFAULT_RENDITIONS, RENDITION_PATTERN
+from transcoder.domain.rungs import ladder_from_json
 
 DEFAULT_EXTENSIONS = frozenset(
     {"mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp"}
@@ -68,17 +69,36 @@ def _extensions(env: Mapping[str, str], problems: list[str]) -> frozenset[str]:
     return values
 
 
+def _ladder_names(env: Mapping[str, str], problems: list[str]) -> frozenset[str]:
+    """The rung names of the ladder the workers use (``TRANSCODER_LADDER``, as for the worker)."""
+    try:
+        return frozenset(rung.name for rung in ladder_from_json(env.get("TRANSCODER_LADDER")))
+    except ValueError as exc:
+        problems.append(f"TRANSCODER_LADDER must be the workers' ladder as JSON: {exc}")
+        return frozenset()
+
+
 def _renditions(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
     raw = env.get("TRANSCODER_RENDITIONS")
-    if raw is None:
-        return DEFAULT_RENDITIONS
-    values = tuple(_split(raw))
+    values = DEFAULT_RENDITIONS if raw is None else tuple(_split(raw))
     valid = all(RENDITION_PATTERN.fullmatch(r) for r in values)
     if not values or not valid or len(set(values)) != len(values):
         problems.append(
             f"TRANSCODER_RENDITIONS must be a comma-separated list like '720p,1080p' (got {raw!r})"
         )
+        return values
+    known = _ladder_names(env, problems)
+    unknown = [name for name in values if known and name not in known]
+    if unknown:
+        problems.append(
+            f"TRANSCODER_RENDITIONS names {', '.join(unknown)}, which the workers' ladder "
+            f"(TRANSCODER_LADDER) does not have: {', '.join(sorted(known))}"
+        )
     return values
+
+
+def _bucket(env: Mapping[str, str]) -> str | None:
+    return env.get("TRANSCODER_BUCKET") or None
 
 
 def _raise_if(problems: list[str]) -> None:
@@ -95,6 +115,7 @@ class EnqueueConfig:
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     allowed_extensions: frozenset[str] = DEFAULT_EXTENSIONS
     renditions: tuple[str, ...] = DEFAULT_RENDITIONS
+    bucket: str | None = None  # when set, events from other buckets are ignored (and logged)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EnqueueConfig:
@@ -105,6 +126,7 @@ class EnqueueConfig:
             max_input_bytes=_max_bytes(env, problems),
             allowed_extensions=_extensions(env, problems),
             renditions=_renditions(env, problems),
+            bucket=_bucket(env),
         )
         _raise_if(problems)
         return config

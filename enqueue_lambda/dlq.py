@@ -3,7 +3,8 @@
 A job message lands in the DLQ after ``maxReceiveCount`` receives that never settled it. For each
 record this marks the job ``FAILED`` with ``error.code = retries_exhausted`` and the last cause the
 worker recorded (the record's existing ``error``), so the product can tell the user. What happens
-to each record is decided by ``verdict.judge`` and re-checked by the conditional write:
+to each record is decided by ``transcoder.domain.transitions.dead_letter`` (the same rules every
+writer uses) and stored under the record's ``rev``:
 
 * ``COMPLETED`` records are never overwritten; neither is a job running under a live lease, a
   record already ``FAILED`` with a permanent reason or already marked ``retries_exhausted``, nor
@@ -16,6 +17,11 @@ Poison messages (the worker dead-letters bodies that are not job messages, with 
 attribute ``transcoder_reason``) are logged; when the body still names a user and a video, their
 record is marked ``FAILED`` with ``invalid_message``.
 
+A message from a newer producer (a ``version`` this release does not know) is left in the DLQ
+(reported as a batch item failure) for a newer handler: it is never marked as poison.
+
+No record shape makes the handler raise: a malformed record is logged and skipped.
+
 Partial batch responses (the event source mapping needs ``ReportBatchItemFailures``): only records
 that hit DynamoDB errors, or must wait as above, are returned; everything else is done or
 deliberately skipped, and retrying it would change nothing.
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,34 +40,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from enqueue_lambda.config import table_from_env
 from enqueue_lambda.jsonlog import emit, get_logger
-from enqueue_lambda.records import CONDITION_FAILED, LIVE_LEASE
-from enqueue_lambda.verdict import (
-    Verdict,
-    adopted_error,
-    exhausted_error,
-    judge,
-    message_attributes,
-    poison_ids,
-)
-from transcoder.domain.job import (
-    JobMessage,
-    Reason,
-    Status,
-    from_item,
-    isoformat,
-    record_key,
-    to_attr,
-    utcnow,
-)
+from enqueue_lambda.records import RecordChanging, RecordTable
+from enqueue_lambda.verdict import message_attributes, poison_ids
+from transcoder.domain import transitions
+from transcoder.domain.job import JobMessage, newer_schema
+from transcoder.domain.record import JobRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 log = get_logger("enqueue_lambda.dlq")
-MARK_CONDITION = (  # judge() decided on a read; the write re-checks it
-    f"job_id = :job AND #status <> :completed AND NOT {LIVE_LEASE} "
-    "AND NOT (#status = :failed AND #error.retryable = :false)"
-)
 
 
 class Waiting(Exception):
@@ -73,20 +60,23 @@ class DeadLetterHandler:
     """Marks dead-lettered jobs; one instance (and client) per Lambda container."""
 
     def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
-        self._dynamodb = dynamodb
-        self._table = table
+        self._table = RecordTable(dynamodb, table)
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+    def handle(self, event: Any) -> dict[str, list[dict[str, str]]]:
+        records = event.get("Records") if isinstance(event, Mapping) else None
+        records = records if isinstance(records, list) else []
         failures: list[dict[str, str]] = []
-        records = event.get("Records") or []
         for record in records:
+            if not isinstance(record, Mapping):
+                emit(log, logging.WARNING, "dlq.malformed", record=str(record)[:200])
+                continue
             message_id = str(record.get("messageId", ""))
             try:
                 self._one(record, message_id)
             except Waiting as exc:
                 failures.append({"itemIdentifier": message_id})
                 emit(log, logging.INFO, "dlq.waiting", message_id=message_id, reason=str(exc))
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, RecordChanging) as exc:
                 failures.append({"itemIdentifier": message_id})
                 emit(
                     log, logging.ERROR, "dlq.transient_error", message_id=message_id, error=str(exc)
@@ -96,29 +86,32 @@ class DeadLetterHandler:
 
     def _one(self, record: Mapping[str, Any], message_id: str) -> None:
         body = str(record.get("body", ""))
+        version = newer_schema(body)
+        if version is not None:
+            raise Waiting(f"message version {version} is newer than this handler: left for it")
         try:
             message = JobMessage.model_validate_json(body)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             self._poison(body, message_attributes(record), message_id, exc)
             return
-        receives = (record.get("attributes") or {}).get("ApproximateReceiveCount")
+        attributes = record.get("attributes")
+        receives = (
+            attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
+        )
         fields = {"message_id": message_id, "job_id": message.job_id, "receives": receives}
         fields.update(user_id=message.user_id, video_id=message.video_id)
-        current = self._get(message.user_id, message.video_id)
-        verdict, reason = judge(current, message, time.time())
-        if verdict is Verdict.WAIT:
-            raise Waiting(reason)
-        if verdict is Verdict.SKIP or current is None:
-            emit(log, logging.INFO, "dlq.skipped", reason=reason, **fields)
+        outcome = self._table.transact(
+            message.user_id,
+            message.video_id,
+            lambda current: transitions.dead_letter(current, message, self._table.now()),
+        )
+        if isinstance(outcome, JobRecord):
+            error = outcome.error.message if outcome.error else ""
+            emit(log, logging.WARNING, "dlq.marked", error=error, **fields)
             return
-        if verdict is Verdict.MARK:
-            error = exhausted_error(current)
-            done = self._mark_exhausted(message, error)
-        else:
-            error = adopted_error()
-            done = self._adopt(message, body, current, error)
-        event = f"dlq.{verdict.value}ed" if done else "dlq.skipped"
-        emit(log, logging.WARNING, event, error=error["message"], reason=reason, **fields)
+        if outcome.verdict is transitions.Verdict.WAIT:
+            raise Waiting(outcome.reason)
+        emit(log, logging.INFO, "dlq.skipped", reason=outcome.reason, **fields)
 
     def _poison(
         self, body: str, attributes: dict[str, str], message_id: str, exc: ValueError
@@ -130,105 +123,13 @@ class DeadLetterHandler:
         ids = poison_ids(body)
         if ids is None:
             return
-        recorded = self._mark_poison(*ids, detail=detail)
+        outcome = self._table.transact(
+            ids[0],
+            ids[1],
+            lambda current: transitions.poison(current, ids, detail, self._table.now()),
+        )
+        recorded = isinstance(outcome, JobRecord)
         emit(log, logging.INFO, "dlq.poison_recorded", recorded=recorded, video_id=ids[1])
-
-    def _get(self, user_id: str, video_id: str) -> dict[str, Any] | None:
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key=record_key(user_id, video_id), ConsistentRead=True
-        ).get("Item")
-        return from_item(item) if item else None
-
-    def _mark_exhausted(self, message: JobMessage, error: dict[str, Any]) -> bool:
-        return self._update(
-            message.user_id,
-            message.video_id,
-            "SET #status = :failed, #error = :error, updated_at = :now, failed_at = :now, "
-            "dead_lettered_at = :now REMOVE lease_owner, lease_expires_at",
-            MARK_CONDITION,
-            job=message.job_id,
-            error=error,
-            completed=Status.COMPLETED.value,
-            processing=Status.PROCESSING.value,
-            false=False,
-        )
-
-    def _adopt(
-        self, message: JobMessage, body: str, current: Mapping[str, Any], error: dict[str, Any]
-    ) -> bool:
-        """Turn an earlier upload's settled record into this job's, ``FAILED`` and holding its
-        message (so ``transcoder retry`` can run it); only if that record has not moved."""
-        theirs = current.get("job_id")
-        owner = "job_id = :theirs" if theirs else "attribute_not_exists(job_id)"
-        values: dict[str, Any] = {"theirs": theirs} if theirs else {}
-        return self._update(
-            message.user_id,
-            message.video_id,
-            "SET #status = :failed, #error = :error, job_id = :job, trace_id = :trace, "
-            "submitted_at = :submitted, source_bucket = :bucket, source_key = :key, "
-            "message = :body, enqueued = :true, attempts = :zero, progress = :zero, "
-            "renditions = :empty, created_at = :now, updated_at = :now, failed_at = :now, "
-            "dead_lettered_at = :now REMOVE #source, completed_at, started_at, requeued_at, "
-            "lease_owner, lease_expires_at, message_id, source_size, source_sequencer",
-            f"{owner} AND NOT {LIVE_LEASE}",
-            error=error,
-            job=message.job_id,
-            trace=message.trace_id,
-            submitted=message.submitted_at,
-            bucket=message.bucket,
-            key=message.key,
-            body=body,
-            true=True,
-            zero=0,
-            empty={},
-            processing=Status.PROCESSING.value,
-            **values,
-        )
-
-    def _mark_poison(self, user_id: str, video_id: str, job_id: str | None, detail: str) -> bool:
-        # A record is created for a video that has none; an existing record is touched only when
-        # it is this very job's and nothing more final happened to it.
-        values: dict[str, Any] = {"user": user_id, "video": video_id, "zero": 0}
-        condition = "attribute_not_exists(pk)"
-        if job_id is not None:
-            condition += f" OR (job_id = :job AND #status <> :completed AND NOT {LIVE_LEASE})"
-            values.update(job=job_id, completed=Status.COMPLETED.value)
-            values.update(processing=Status.PROCESSING.value)
-        error = {"code": Reason.INVALID_MESSAGE.value, "message": detail[:1000], "retryable": False}
-        return self._update(
-            user_id,
-            video_id,
-            "SET #status = :failed, #error = :error, user_id = :user, video_id = :video, "
-            "updated_at = :now, failed_at = :now, created_at = if_not_exists(created_at, :now), "
-            "attempts = if_not_exists(attempts, :zero)",
-            condition,
-            error=error,
-            **values,
-        )
-
-    def _update(
-        self, user_id: str, video_id: str, update: str, condition: str, **values: Any
-    ) -> bool:
-        """A conditional update; False when the condition said no."""
-        values.update(failed=Status.FAILED.value, now=isoformat(utcnow()))
-        if ":epoch" in condition:
-            values["epoch"] = time.time()
-        aliases = {"#status": "status", "#error": "error", "#source": "source"}
-        names = {a: name for a, name in aliases.items() if a in update + condition}
-        try:
-            self._dynamodb.update_item(
-                TableName=self._table,
-                Key=record_key(user_id, video_id),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={f":{k}": to_attr(v) for k, v in values.items()},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != CONDITION_FAILED:
-                raise
-            return False
-        return True
 
 
 def build(

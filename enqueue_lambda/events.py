@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
@@ -31,6 +32,22 @@ class Upload:
     version_id: str | None
     sequencer: str | None = None  # zero-padded upper-case hex: compares as a string
     problem: str | None = None
+    event_time: datetime | None = None  # when S3 finished the request (orders across keys)
+    removed: bool = False  # an ObjectRemoved event: the upload was deleted
+
+
+def _event_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def _name(container: Any) -> Any:
+    return container.get("name") if isinstance(container, Mapping) else None
 
 
 def decode_key(encoded: str) -> tuple[str, str | None]:
@@ -54,46 +71,61 @@ def _version(value: Any) -> str | None:
     return value if isinstance(value, str) and value not in ("", "null") else None
 
 
-def _upload(bucket: Any, obj: Any, etag_field: str, version_field: str) -> Upload | str:
+def _upload(
+    bucket: Any, obj: Any, fields: tuple[str, str], when: Any, removed: bool = False
+) -> Upload | str:
     if not isinstance(obj, Mapping) or not isinstance(bucket, str) or not bucket:
         return "malformed record: no bucket or object"
-    size, encoded = obj.get("size"), obj.get("key")
+    size, encoded = obj.get("size", 0 if removed else None), obj.get("key")
     if not isinstance(encoded, str) or not isinstance(size, int) or isinstance(size, bool):
         return "malformed record: no key or size"
-    etag = obj.get(etag_field)
+    etag = obj.get(fields[0])
     etag = etag.strip('"') if isinstance(etag, str) and etag.strip('"') else None
-    version = _version(obj.get(version_field))
-    if etag is None and version is None:
+    version = _version(obj.get(fields[1]))
+    if etag is None and version is None and not removed:
         return "malformed record: neither an ETag nor a version id"
     key, problem = decode_key(encoded)
-    return Upload(bucket, key, size, etag, version, sequencer(obj.get("sequencer")), problem)
+    order = sequencer(obj.get("sequencer"))
+    return Upload(bucket, key, size, etag, version, order, problem, _event_time(when), removed)
 
 
 def _from_s3_record(record: Any) -> Upload | str:
     if not isinstance(record, Mapping):
         return "malformed record"
     name = str(record.get("eventName", ""))
-    if record.get("eventSource", "aws:s3") != "aws:s3" or not name.startswith("ObjectCreated:"):
-        return f"not an object-created record: {record.get('eventSource')} {name}"
+    removed = name.startswith("ObjectRemoved:")
+    if record.get("eventSource", "aws:s3") != "aws:s3" or not (
+        removed or name.startswith("ObjectCreated:")
+    ):
+        return f"not an object-created or -removed record: {record.get('eventSource')} {name}"
     s3 = record.get("s3")
     if not isinstance(s3, Mapping):
         return "malformed record: no s3 field"
-    bucket = (s3.get("bucket") or {}).get("name")
-    return _upload(bucket, s3.get("object"), "eTag", "versionId")
+    fields = ("eTag", "versionId")
+    return _upload(
+        _name(s3.get("bucket")), s3.get("object"), fields, record.get("eventTime"), removed
+    )
 
 
 def _from_eventbridge(event: Mapping[str, Any]) -> Upload | str:
-    if event.get("detail-type") != "Object Created":
-        return f"EventBridge {event.get('detail-type')!r} event"
+    kind = event.get("detail-type")
+    if kind not in ("Object Created", "Object Deleted"):
+        return f"EventBridge {kind!r} event"
     detail = event.get("detail")
     if not isinstance(detail, Mapping):
         return "malformed EventBridge event: no detail"
-    bucket = (detail.get("bucket") or {}).get("name")
-    return _upload(bucket, detail.get("object"), "etag", "version-id")
+    fields = ("etag", "version-id")
+    removed = kind == "Object Deleted"
+    return _upload(
+        _name(detail.get("bucket")), detail.get("object"), fields, event.get("time"), removed
+    )
 
 
-def uploads_from_event(event: Mapping[str, Any]) -> tuple[list[Upload], list[str]]:
-    """S3 notification (``Records``) or EventBridge ``Object Created`` -> uploads, ignored notes."""
+def uploads_from_event(event: Any) -> tuple[list[Upload], list[str]]:
+    """S3 notification (``Records``) or EventBridge ``Object Created``/``Object Deleted`` ->
+    uploads (deletions have ``removed``), and notes on what was ignored. Never raises."""
+    if not isinstance(event, Mapping):
+        return [], [f"not an S3 or EventBridge event: a JSON {type(event).__name__}"]
     if event.get("Event") == "s3:TestEvent":
         return [], ["s3:TestEvent"]
     if event.get("source") == "aws.s3":

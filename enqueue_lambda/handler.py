@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,15 +37,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from enqueue_lambda.config import ConfigError, EnqueueConfig
 from enqueue_lambda.events import Upload, s3_event_for, uploads_from_event
 from enqueue_lambda.jsonlog import emit, get_logger
-from enqueue_lambda.records import Placement, RecordWriter
+from enqueue_lambda.records import RecordChanging, RecordWriter, sends_message
 from transcoder.domain.job import (
     RAW_PREFIX,
+    ErrorInfo,
     InvalidKeyError,
     JobMessage,
     RawKey,
     Reason,
     parse_raw_key,
 )
+from transcoder.domain.record import JobRecord
+from transcoder.domain.transitions import Refusal, Verdict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -82,6 +85,7 @@ class Report:
     held: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
 
@@ -92,6 +96,7 @@ class Report:
             "held": self.held,
             "stale": self.stale,
             "rejected": self.rejected,
+            "deleted": self.deleted,
             "ignored": self.ignored,
             "errors": self.errors,
         }
@@ -105,7 +110,7 @@ class Enqueuer:
         self._records = RecordWriter(dynamodb, config.table)
         self._sqs = sqs
 
-    def handle(self, event: Mapping[str, Any], trace_id: str | None = None) -> Report:
+    def handle(self, event: Any, trace_id: str | None = None) -> Report:
         uploads, ignored = uploads_from_event(event)
         report = Report(ignored=ignored)
         for note in ignored:
@@ -125,20 +130,39 @@ class Enqueuer:
     def _admit_safely(self, upload: Upload, report: Report, trace_id: str) -> JobMessage | None:
         try:
             return self._admit(upload, report, trace_id)
-        except (ClientError, BotoCoreError, RuntimeError) as exc:
+        except (ClientError, BotoCoreError, RecordChanging) as exc:
             report.errors.append({"key": upload.key, "error": str(exc)})
             emit(log, logging.ERROR, "enqueue.error", key=upload.key, error=str(exc))
             return None
+        except ValueError as exc:  # a field S3 would never send (e.g. a 2-letter bucket name)
+            note = f"{upload.key}: not a usable upload: {str(exc).splitlines()[0]}"
+            report.ignored.append(note)
+            emit(log, logging.WARNING, "enqueue.ignored", key=upload.key, reason=note)
+            return None
 
     def _admit(self, upload: Upload, report: Report, trace_id: str) -> JobMessage | None:
+        if self.config.bucket and upload.bucket != self.config.bucket:
+            note = f"bucket {upload.bucket!r} is not {self.config.bucket!r}"
+            report.ignored.append(f"{upload.bucket}/{upload.key}: {note}")
+            emit(log, logging.WARNING, "enqueue.ignored", key=upload.key, reason=note)
+            return None
         if not upload.key.startswith(RAW_PREFIX):
             report.ignored.append(upload.key)
             emit(log, logging.INFO, "enqueue.ignored", key=upload.key, reason="outside raw/")
             return None
+        if upload.removed:
+            self._deleted(upload, report)
+            return None
         raw = self._check(upload, report)
         if raw is None:
             return None
-        message = JobMessage.for_object(
+        message = self._message(upload, raw, trace_id)
+        placed = self._records.place(message, upload.size)
+        self._report(message, placed, report)
+        return message if sends_message(placed) else None
+
+    def _message(self, upload: Upload, raw: RawKey, trace_id: str) -> JobMessage:
+        return JobMessage.for_object(
             bucket=upload.bucket,
             key=upload.key,
             raw=raw,
@@ -146,19 +170,36 @@ class Enqueuer:
             version_id=upload.version_id,
             trace_id=trace_id,
             renditions=self.config.renditions,
+            sequencer=upload.sequencer,
+            uploaded_at=upload.event_time,
         )
-        placement = self._records.place(message, upload)
-        fields = {"job_id": message.job_id, "key": upload.key, "placement": placement.value}
-        emit(log, logging.INFO, f"enqueue.{placement.value}", **fields)
-        if placement is Placement.DUPLICATE:
+
+    @staticmethod
+    def _report(message: JobMessage, placed: JobRecord | Refusal, report: Report) -> None:
+        verdict = placed.verdict.value if isinstance(placed, Refusal) else "created"
+        fields = {"job_id": message.job_id, "key": message.key, "placement": verdict}
+        emit(log, logging.INFO, f"enqueue.{verdict}", **fields)
+        if isinstance(placed, JobRecord):
+            return
+        if placed.verdict is Verdict.DUPLICATE:
             report.duplicates.append(message.job_id)
-        elif placement is Placement.STALE:
+        elif placed.verdict is Verdict.STALE:
             report.stale.append(message.job_id)
-        else:
-            if placement is Placement.HELD:
-                report.held.append(message.job_id)
-            return message
-        return None
+        elif placed.verdict is Verdict.HELD:
+            report.held.append(message.job_id)
+
+    def _deleted(self, upload: Upload, report: Report) -> None:
+        """The owner deleted an upload: a job not yet published must never be."""
+        try:
+            raw = parse_raw_key(upload.key, self.config.allowed_extensions)
+        except InvalidKeyError:
+            return
+        outcome = self._records.deleted(raw.user_id, raw.video_id, upload.key, upload.sequencer)
+        recorded = isinstance(outcome, JobRecord)
+        if recorded:
+            report.deleted.append(upload.key)
+        reason = "recorded" if recorded else getattr(outcome, "reason", "")
+        emit(log, logging.INFO, "enqueue.deleted", key=upload.key, recorded=recorded, note=reason)
 
     def _check(self, upload: Upload, report: Report) -> RawKey | None:
         """The parsed key of an acceptable upload; otherwise the rejection is recorded."""
@@ -184,7 +225,7 @@ class Enqueuer:
         self, upload: Upload, raw: RawKey | None, reason: Reason, detail: str, report: Report
     ) -> None:
         # Without a valid user and video id there is no record to write: the log line is the record.
-        recorded = raw is not None and self._records.reject(upload, raw, reason, detail)
+        recorded = raw is not None and self._record_rejection(upload, raw, reason, detail)
         report.rejected.append({"key": upload.key, "reason": reason.value, "detail": detail})
         emit(
             log,
@@ -197,6 +238,11 @@ class Enqueuer:
             detail=detail,
             recorded=recorded,
         )
+
+    def _record_rejection(self, upload: Upload, raw: RawKey, reason: Reason, detail: str) -> bool:
+        message = self._message(upload, raw, uuid.uuid4().hex)
+        error = ErrorInfo(code=reason.value, message=detail, retryable=False)
+        return isinstance(self._records.place(message, upload.size, error), JobRecord)
 
     def _send_batch(self, chunk: Sequence[JobMessage], report: Report) -> None:
         pending = {str(index): message for index, message in enumerate(chunk)}
@@ -272,7 +318,7 @@ def _cold_start() -> Enqueuer:
     return _enqueuer
 
 
-def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: Any, context: Any) -> dict[str, Any]:
     """Lambda entry point (S3 notification or EventBridge ``Object Created``)."""
     trace = getattr(context, "aws_request_id", None)
     return _cold_start().handle(event, trace_id=trace).as_dict()

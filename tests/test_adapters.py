@@ -7,8 +7,11 @@ import os
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
+from records import poke_arguments
 
 from transcoder.aws.clients import Clients
 from transcoder.aws.queue import JobQueue
@@ -17,6 +20,8 @@ from transcoder.aws.storage import Storage
 from transcoder.config import Settings
 from transcoder.domain.errors import InputRejected, LeaseLost
 from transcoder.domain.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.domain.record import record_key
+from transcoder.domain.transitions import Lease, Refusal, Verdict
 from transcoder.ops.bootstrap import Resources, bootstrap
 
 MiB = 1024**2
@@ -90,48 +95,90 @@ async def test_poison_is_moved_to_the_dlq_with_its_reason(
 async def test_claim_and_fenced_writes(clients: Clients, resources: Resources) -> None:
     store = JobStore(clients.dynamodb, resources.table)
     message = job()
-    lease = await store.claim(message, None, owner="w1", lease_s=60)
-    assert lease is not None
+    lease = await store.claim(message, owner="w1", lease_s=60)
+    assert isinstance(lease, Lease)
     assert lease.attempt == 1
-    # A second claimer that read the record before our claim loses the race.
-    assert await store.claim(message, None, owner="w2", lease_s=60) is None
+    # A second worker finds the live lease: held, nothing written.
+    other = JobStore(clients.dynamodb, resources.table)
+    refused = await other.claim(message, owner="w2", lease_s=60)
+    assert isinstance(refused, Refusal) and refused.verdict is Verdict.HELD
     await store.renew(lease, lease_s=60, progress=40)
     record = await store.get("u1", "v1")
     assert record is not None
-    assert (record["status"], record["progress"], record["lease_owner"]) == ("PROCESSING", 40, "w1")
+    assert (record.status, record.progress, record.lease_owner) == ("PROCESSING", 40, "w1")
 
-    # The lease lapses and another worker takes over: attempt 2. Our writes are now fenced off.
-    expired = {**record, "lease_expires_at": time.time() - 1}
+    # The lease lapses (another writer's change: rev moves) and another worker takes over.
     await clients.dynamodb.update_item(
-        TableName=resources.table,
-        Key={"pk": {"S": "USER#u1"}, "sk": {"S": "VIDEO#v1"}},
-        UpdateExpression="SET lease_expires_at = :past",
-        ExpressionAttributeValues={":past": {"N": str(expired["lease_expires_at"])}},
+        **poke_arguments(resources.table, "u1", "v1", lease_expires_at=time.time() - 1)
     )
-    stale = await store.get("u1", "v1")
-    takeover = await store.claim(message, stale, owner="w2", lease_s=60)
-    assert takeover is not None
+    takeover = await other.claim(message, owner="w2", lease_s=60)
+    assert isinstance(takeover, Lease)
     assert takeover.attempt == 2
+    # Our store still remembers attempt 1's record: the put is refused, re-decided, fenced off.
     with pytest.raises(LeaseLost):
         await store.mark_completed(lease, {})
     error = ErrorInfo(code=Reason.NOT_A_VIDEO, message="text", retryable=False)
-    await store.mark_failed(takeover, error)
+    await other.mark_failed(takeover, error)
     final = await store.get("u1", "v1")
     assert final is not None
-    assert final["status"] == "FAILED"
-    assert final["error"]["code"] == "not_a_video"
-    assert "lease_owner" not in final
+    assert final.status == "FAILED"
+    assert final.error is not None and final.error.code == "not_a_video"
+    assert final.lease_owner is None
+    assert final.rev == 5  # claim, renew, poke, claim, fail: every write bumps rev
 
 
 async def test_status_index_lists_jobs_by_state(clients: Clients, resources: Resources) -> None:
     store = JobStore(clients.dynamodb, resources.table)
     for video in ("a1", "a2"):
-        lease = await store.claim(job(video), None, owner="w", lease_s=60)
-        assert lease is not None
+        lease = await store.claim(job(video), owner="w", lease_s=60)
+        assert isinstance(lease, Lease)
         await store.release(lease, None)
     queued = await store.list_by_status(Status.QUEUED)
-    assert {r["video_id"] for r in queued} == {"a1", "a2"}
+    assert {r.video_id for r in queued} == {"a1", "a2"}
     assert await store.list_by_status(Status.COMPLETED) == []
+
+
+async def test_a_write_applied_but_answered_lost_is_recognised(
+    clients: Clients, resources: Resources
+) -> None:
+    """DynamoDB applied the put; its answer was lost; the SDK's retry then fails the condition."""
+    store = JobStore(clients.dynamodb, resources.table)
+    message = job("lost")
+    original = clients.dynamodb.put_item
+
+    async def applied_then_retried(**kwargs: Any) -> Any:
+        await original(**kwargs)  # applied...
+        return await original(**kwargs)  # ...and sent again: ConditionalCheckFailed
+
+    with patch.object(clients.dynamodb, "put_item", applied_then_retried):
+        lease = await store.claim(message, owner="w1", lease_s=60)
+        assert isinstance(lease, Lease), lease  # our own lease, not "held"
+        await store.mark_completed(lease, {})  # not reported as lease_lost
+    record = await store.get("u1", "lost")
+    assert record is not None and record.status == "COMPLETED"
+
+
+async def test_numbers_survive_the_table_exactly(clients: Clients, resources: Resources) -> None:
+    store = JobStore(clients.dynamodb, resources.table)
+    lease = await store.claim(job("exact"), owner="w1", lease_s=60)
+    assert isinstance(lease, Lease)
+    await clients.dynamodb.update_item(
+        TableName=resources.table,
+        Key=record_key("u1", "exact"),
+        UpdateExpression="SET future_counter = :n, progress = :p",
+        ExpressionAttributeValues={":n": {"N": "9007199254740993"}, ":p": {"N": "7"}},
+    )
+    record = await JobStore(clients.dynamodb, resources.table).get("u1", "exact")
+    assert record is not None
+    assert record.extras()["future_counter"] == 9007199254740993
+    # A rewrite by this release keeps the attribute it does not know, digit for digit.
+    other = JobStore(clients.dynamodb, resources.table)
+    await other.get("u1", "exact")
+    await other.renew(lease, lease_s=60, progress=8)
+    item = await clients.dynamodb.get_item(
+        TableName=resources.table, Key=record_key("u1", "exact"), ConsistentRead=True
+    )
+    assert item["Item"]["future_counter"] == {"N": "9007199254740993"}
 
 
 async def test_multipart_upload_is_verified_and_presigned_get_serves_ranges(

@@ -311,10 +311,10 @@ def test_worker_role_grants_exactly_what_the_worker_calls(template: dict[str, An
             "sqs:GetQueueAttributes",
             "sqs:GetQueueUrl",
         },
-        "${JobsTable.Arn}": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        "${JobsTable.Arn}": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"},
         f"${{JobsTable.Arn}}/index/{STATUS_INDEX}": {
             "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
             "dynamodb:Query",
         },
         task_arns: {"ecs:UpdateTaskProtection", "ecs:GetTaskProtection"},
@@ -349,7 +349,7 @@ def test_worker_role_covers_every_call_the_worker_adapters_make(
     template: dict[str, Any],
 ) -> None:
     needed = adapter_actions() - OPERATOR_ONLY
-    assert {"sqs:ReceiveMessage", "dynamodb:UpdateItem", "s3:PutObject"} <= needed
+    assert {"sqs:ReceiveMessage", "dynamodb:PutItem", "s3:PutObject"} <= needed
     table = allowed(template, "WorkerTaskRole")
     on = {
         "sqs": table["${JobsQueue.Arn}"],
@@ -365,7 +365,7 @@ def test_worker_role_covers_every_call_the_worker_adapters_make(
 def test_lambda_roles_grant_exactly_what_the_lambdas_call(template: dict[str, Any]) -> None:
     logs = {"logs:CreateLogStream", "logs:PutLogEvents"}
     assert allowed(template, "EnqueueRole") == {
-        "${JobsTable.Arn}": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "${JobsTable.Arn}": {"dynamodb:PutItem", "dynamodb:GetItem"},
         "${JobsQueue.Arn}": {"sqs:SendMessage"},
         "${EnqueueFailureQueue.Arn}": {"sqs:SendMessage"},
         "${EnqueueLogGroup.Arn}": logs,
@@ -376,7 +376,7 @@ def test_lambda_roles_grant_exactly_what_the_lambdas_call(template: dict[str, An
             "sqs:DeleteMessage",
             "sqs:GetQueueAttributes",
         },
-        "${JobsTable.Arn}": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "${JobsTable.Arn}": {"dynamodb:GetItem", "dynamodb:PutItem"},
         "${DeadLetterLogGroup.Arn}": logs,
     }
     sampler = allowed(template, "SamplerRole")

@@ -27,7 +27,8 @@ from botocore.config import Config
 
 from enqueue_lambda import relay
 from transcoder.config import Settings
-from transcoder.domain.job import JobMessage, record_key
+from transcoder.domain.job import JobMessage
+from transcoder.domain.record import record_key
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:

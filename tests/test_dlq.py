@@ -13,12 +13,13 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
+from records import as_dict, poke_arguments
 
 from enqueue_lambda import dlq
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.config import Settings
-from transcoder.domain.job import from_item, record_key, to_attr
+from transcoder.domain.record import record_key
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
@@ -43,16 +44,10 @@ class Aws:
     def record(self, user: str, video: str) -> dict[str, Any] | None:
         key = record_key(user, video)
         item = self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        return from_item(item["Item"]) if "Item" in item else None
+        return as_dict(item["Item"]) if "Item" in item else None
 
     def set(self, user: str, video: str, **values: Any) -> None:
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=record_key(user, video),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
-            ExpressionAttributeNames={f"#{k}": k for k in values},
-            ExpressionAttributeValues={f":{k}": to_attr(v) for k, v in values.items()},
-        )
+        self.dynamodb.update_item(**poke_arguments(self.table, user, video, **values))
 
 
 def uploads(*keys: str) -> dict[str, Any]:
@@ -176,7 +171,15 @@ async def test_completed_running_and_superseded_jobs_are_left_alone(
     aws.set(
         "u1", "running", status="PROCESSING", lease_owner="w1", lease_expires_at=time.time() + 300
     )
-    aws.set("u1", "replaced", job_id="f" * 32, submitted_at="2999-01-01T00:00:00.000Z")
+    newer = "2999-01-01T00:00:00.000Z"
+    aws.set(
+        "u1",
+        "replaced",
+        job_id="f" * 32,
+        submitted_at=newer,
+        uploaded_at=newer,
+        source_sequencer="F" * 64,
+    )
     gone = {"code": "not_a_video", "message": "ffprobe: invalid data", "retryable": False}
     aws.set("u1", "permanent", status="FAILED", error=gone)
     before = {v: aws.record("u1", v) for v in videos}
@@ -246,14 +249,14 @@ async def test_only_records_that_hit_transient_errors_are_reported(
     ids = records_by_video(event)
 
     def flaky(real: Callable[..., Any], **kwargs: Any) -> Any:
-        if kwargs["Key"]["sk"]["S"] == "VIDEO#a":
+        if kwargs["Item"]["sk"]["S"] == "VIDEO#a":
             error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}
-            raise ClientError(error, "UpdateItem")  # type: ignore[arg-type]
-        if kwargs["Key"]["sk"]["S"] == "VIDEO#b":
+            raise ClientError(error, "PutItem")  # type: ignore[arg-type]
+        if kwargs["Item"]["sk"]["S"] == "VIDEO#b":
             raise EndpointConnectionError(endpoint_url="http://dynamodb")
         return real(**kwargs)
 
-    fail_some_calls(monkeypatch, aws.dynamodb, "update_item", flaky)
+    fail_some_calls(monkeypatch, aws.dynamodb, "put_item", flaky)
     result = handler.handle(event)
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(
         [ids["a"], ids["b"]]

@@ -23,7 +23,8 @@ from transcoder.media.verify import top_level_atoms
 from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import Submitted, submit
 from transcoder.runtime import app
-from transcoder.runtime.worker import Outcome, Worker
+from transcoder.runtime.decision import Label
+from transcoder.runtime.worker import Worker
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +44,9 @@ class Fleet:
     async def wait(self, job: Submitted, timeout_s: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            record = await self.services.store.get(job.user_id, job.video_id)
-            if record and record.get("status") in ("COMPLETED", "FAILED"):
+            found = await self.services.store.get(job.user_id, job.video_id)
+            record = found.model_dump(mode="json", exclude_none=True) if found else {}
+            if record.get("status") in ("COMPLETED", "FAILED"):
                 return record
             await asyncio.sleep(0.2)
         raise AssertionError(f"{job.video_id} did not finish within {timeout_s} s")
@@ -154,10 +156,10 @@ async def test_duplicate_delivery_of_a_completed_job_is_acknowledged_without_ree
     deadline = time.monotonic() + 30
     while len(fleet.worker.settled) == settled_before and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert fleet.worker.settled[-1].outcome is Outcome.DUPLICATE
+    assert fleet.worker.settled[-1].label is Label.DUPLICATE
     after_record = await fleet.services.store.get(job.user_id, job.video_id)
     assert after_record is not None
-    assert after_record["attempts"] == 1
+    assert after_record.attempts == 1
     after = await fleet.clients.s3.head_object(Bucket=fleet.settings.bucket, Key=key)
     assert after["LastModified"] == before["LastModified"]
     depth = await fleet.services.queue.depth()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +22,15 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from records import as_dict, poke_arguments
 
 from enqueue_lambda import handler as lambda_handler
 from enqueue_lambda.config import DEFAULT_EXTENSIONS, ConfigError, table_from_env
 from enqueue_lambda.events import Upload, decode_key, s3_event_for, sequencer, uploads_from_event
 from enqueue_lambda.handler import EnqueueConfig, EnqueueIncomplete, Enqueuer, Report
-from enqueue_lambda.records import Placement, classify
 from transcoder.config import Settings
-from transcoder.domain.job import derive_job_id, from_item, record_key, to_attr
+from transcoder.domain.job import derive_job_id
+from transcoder.domain.record import record_key
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
@@ -162,6 +164,7 @@ def test_s3_record_fields_are_normalised() -> None:
         etag=ETAG,
         version_id="3HL4kqtJlcpXroDTDmJ",
         sequencer="0C0F6F405D6ED209E1".rjust(64, "0"),
+        event_time=datetime(2019, 9, 3, 19, 37, 27, 192000, tzinfo=UTC),
     )
 
 
@@ -176,13 +179,11 @@ def test_eventbridge_object_created_is_an_upload() -> None:
     "event",
     [
         TEST_EVENT,
-        s3_event(s3_record("raw/u1/v1.mp4", event_name="ObjectRemoved:Delete")),
-        eventbridge_event("raw/u1/v1.mp4", detail_type="Object Deleted"),
         {"Records": [{"eventSource": "aws:sqs", "body": "{}"}]},
         {"hello": "world"},
         s3_event({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}}),
     ],
-    ids=["test-event", "removed", "eb-deleted", "sqs", "unknown", "malformed"],
+    ids=["test-event", "sqs", "unknown", "malformed"],
 )
 def test_other_events_are_ignored_with_a_note(event: dict[str, Any]) -> None:
     uploads, ignored = uploads_from_event(event)
@@ -193,9 +194,25 @@ def test_other_events_are_ignored_with_a_note(event: dict[str, Any]) -> None:
 def test_multi_record_events_keep_every_record() -> None:
     records = [s3_record(f"raw/u1/v{i}.mp4") for i in range(10)]
     records.insert(3, s3_record("raw/u1/gone.mp4", event_name="ObjectRemoved:Delete"))
+    records.insert(5, s3_record("raw/u1/x.mp4", event_name="ObjectRestore:Post"))
     uploads, ignored = uploads_from_event(s3_event(*records))
-    assert [u.key for u in uploads] == [f"raw/u1/v{i}.mp4" for i in range(10)]
+    assert [u.key for u in uploads if not u.removed] == [f"raw/u1/v{i}.mp4" for i in range(10)]
+    assert [u.key for u in uploads if u.removed] == ["raw/u1/gone.mp4"]
     assert len(ignored) == 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        s3_event(s3_record("raw/u1/v1.mp4", event_name="ObjectRemoved:Delete")),
+        eventbridge_event("raw/u1/v1.mp4", detail_type="Object Deleted"),
+    ],
+    ids=["s3", "eventbridge"],
+)
+def test_deletions_are_read_from_both_event_shapes(event: dict[str, Any]) -> None:
+    (upload,), ignored = uploads_from_event(event)
+    assert ignored == []
+    assert (upload.key, upload.removed) == ("raw/u1/v1.mp4", True)
 
 
 def test_suspended_versioning_null_version_falls_back_to_the_etag() -> None:
@@ -216,22 +233,6 @@ def test_sequencers_compare_as_padded_hex() -> None:
     assert short is not None and long is not None and short < long
     assert sequencer("not hex") is None
     assert sequencer(None) is None
-
-
-def test_classify_explains_a_failed_put() -> None:
-    seq = sequencer("10")
-    newer = {"job_id": "b" * 32, "source_sequencer": sequencer("20"), "status": "QUEUED"}
-    running = {"job_id": "b" * 32, "status": "PROCESSING", "lease_expires_at": 2_000}
-    assert classify({"job_id": "a" * 32, "enqueued": True}, "a" * 32, seq, 1_000) == (
-        Placement.DUPLICATE
-    )
-    assert classify({"job_id": "a" * 32, "enqueued": False}, "a" * 32, seq, 1_000) == (
-        Placement.RESEND
-    )
-    assert classify(newer, "a" * 32, seq, 1_000) == Placement.STALE
-    assert classify(running, "a" * 32, seq, 1_000) == Placement.HELD
-    assert classify(running, "a" * 32, seq, 3_000) is None  # the lease lapsed: put again
-    assert classify(None, "a" * 32, seq, 1_000) is None
 
 
 def test_config_from_env_defaults_and_overrides() -> None:
@@ -294,17 +295,10 @@ class Aws:
         item = self.dynamodb.get_item(
             TableName=self.table, Key=record_key(user, video), ConsistentRead=True
         ).get("Item")
-        return from_item(item) if item else None
+        return as_dict(item) if item else None
 
     def set(self, user: str, video: str, **values: Any) -> None:
-        names = {f"#{k}": k for k in values}
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=record_key(user, video),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={f":{k}": to_attr(v) for k, v in values.items()},
-        )
+        self.dynamodb.update_item(**poke_arguments(self.table, user, video, **values))
 
     def messages(self) -> list[dict[str, Any]]:
         """Every message in the jobs queue (received and held), parsed."""
@@ -349,7 +343,9 @@ async def test_an_upload_becomes_one_queued_record_and_one_message(
     enqueuer: Enqueuer, aws: Aws
 ) -> None:
     report = enqueuer.handle(s3_event(s3_record("raw/u1/v1.mp4", bucket=BUCKET, size=500)))
-    job_id = derive_job_id(BUCKET, "raw/u1/v1.mp4", version_id=None, etag=ETAG)
+    job_id = derive_job_id(
+        BUCKET, "raw/u1/v1.mp4", version_id=None, etag=ETAG, sequencer="0C0F6F405D6ED209E1"
+    )
     assert report.queued == [job_id]
     record = aws.record("u1", "v1")
     assert record is not None
@@ -373,7 +369,9 @@ async def test_the_same_event_twice_is_one_job_and_one_message(
     assert len(first.queued) == 1
     assert (second.queued, second.duplicates) == ([], first.queued)
     # The same object announced through EventBridge is the same job, too.
-    bridged = eventbridge_event("raw/u1/v1.mp4", bucket=BUCKET, version_id=None, size=100)
+    bridged = eventbridge_event(
+        "raw/u1/v1.mp4", bucket=BUCKET, version_id=None, size=100, seq="0C0F6F405D6ED209E1"
+    )
     assert enqueuer.handle(bridged).duplicates == first.queued
     assert len(aws.messages()) == 1
 
@@ -658,6 +656,7 @@ def test_report_lists_every_outcome() -> None:
         "held",
         "stale",
         "rejected",
+        "deleted",
         "ignored",
         "errors",
     }

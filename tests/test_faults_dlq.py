@@ -22,7 +22,7 @@ from faults.harness import Fleet
 
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.domain.job import record_key
+from transcoder.domain.record import record_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""The retry policy and settling under faults, with fakes (no AWS, no ffmpeg).
+"""The retry policy and settling under faults, with typed fakes (no AWS, no ffmpeg).
 
 * give-backs that are not the job's fault never spend the last allowed receive;
 * a transient failure while settling resumes at the step that failed, never re-running a fenced
@@ -10,137 +10,120 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, cast
 
 import pytest
+from fakes import FakeClock, FakeQueue, FakeStore, delivery, job, record_for
 
-from transcoder.aws.queue import Delivery
-from transcoder.aws.status import Lease
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
-from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus
-from transcoder.runtime.pipeline import PipelineResult
-from transcoder.runtime.settlement import (
-    Outcome,
-    Settlement,
-    Settler,
-    backoff_s,
-    held_delay_s,
-    spares_receive,
-)
+from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus, Status
+from transcoder.domain.transitions import Lease, Refusal, Verdict
+from transcoder.runtime import decision
+from transcoder.runtime.decision import Label, RetryPolicy
+from transcoder.runtime.settlement import Settler
 
-LEASE = Lease("u1", "v1", "w1", 1)
-RESULT = PipelineResult(
-    source=cast(Any, None),
-    renditions={"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")},
-)
+LEASE = Lease("u1", "v1", job().job_id, "w1", 1)
+RENDITIONS = {"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")}
 AWS_DOWN = ErrorInfo(code=Reason.AWS_UNAVAILABLE, message="503", retryable=True)
 CRASH = ErrorInfo(code=Reason.INTERNAL_ERROR, message="bug", retryable=True)
+POLICY = RetryPolicy(
+    max_receive_count=3,
+    visibility_s=600,
+    retry_base_s=30,
+    retry_max_s=900,
+    defer_base_s=5,
+    defer_max_s=120,
+)
 
 
-def delivery(receive_count: int) -> Delivery:
-    return Delivery("m1", "rh1", '{"job": 1}', receive_count, time.monotonic())
+def settler(queue: FakeQueue, store: FakeStore) -> Settler:
+    return Settler(queue, store, sleep=FakeClock().sleep)
 
 
-@dataclass
-class Recorder:
-    """Both fakes: records calls; ``failures`` maps a call name to exceptions to raise first."""
-
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    failures: dict[str, list[Exception]] = field(default_factory=dict)
-
-    async def _call(self, name: str, value: Any = None) -> None:
-        self.calls.append((name, value))
-        pending = self.failures.get(name)
-        if pending:
-            raise pending.pop(0)
-
-    async def delete(self, d: Delivery) -> None:
-        await self._call("delete")
-
-    async def set_visibility(self, d: Delivery, seconds: int) -> None:
-        await self._call("visibility", seconds)
-
-    async def requeue(self, d: Delivery, *, delay_s: int = 0) -> str:
-        await self._call("requeue", delay_s)
-        return "m2"
-
-    async def mark_completed(self, lease: Lease, renditions: Any) -> None:
-        await self._call("mark_completed")
-
-    async def release(self, lease: Lease, error: ErrorInfo | None) -> None:
-        await self._call("release")
+def claimed_store(**kwargs: object) -> FakeStore:
+    """A store holding ``LEASE``'s job, claimed and running."""
+    store = FakeStore(**kwargs)  # type: ignore[arg-type]
+    store.put(
+        record_for(
+            job(),
+            status=Status.PROCESSING,
+            lease_owner=LEASE.owner,
+            attempts=LEASE.attempt,
+            lease_expires_at=time.time() + 600,
+        )
+    )
+    return store
 
 
-def settler(recorder: Recorder) -> Settler:
-    return Settler(cast(Any, recorder), cast(Any, recorder), max_receive_count=3)
+def held(remaining_s: float = 0.0) -> decision.Facts:
+    return decision.NotClaimed(Refusal(Verdict.HELD, "held", remaining_s))
 
 
 @pytest.mark.parametrize(
-    ("settlement", "expected"),
+    ("facts", "receive_count", "expected"),
     [
-        (
-            Settlement(Outcome.HANDED_BACK, delivery(2), LEASE),
-            [("release", None), ("visibility", 0)],
-        ),
-        (Settlement(Outcome.HANDED_BACK, delivery(3), LEASE), [("release", None), ("requeue", 0)]),
-        (Settlement(Outcome.HELD, delivery(3), delay_s=40), [("requeue", 40)]),
-        (Settlement(Outcome.DEFERRED, delivery(3), error=AWS_DOWN, delay_s=7), [("requeue", 7)]),
+        (decision.Interrupted(LEASE), 2, [("visibility", 0)]),
+        (decision.Interrupted(LEASE), 3, [("requeue", 0)]),
+        (decision.TableUnreachable(AWS_DOWN), 3, [("requeue", None)]),
+        (held(40), 3, [("requeue", None)]),
+        (decision.FromNewerProducer(2), 3, [("requeue", decision.POSTPONE_S)]),
         # a crash may be the job's fault: it spends the receive like any failure
-        (Settlement(Outcome.DEFERRED, delivery(3), error=CRASH, delay_s=7), [("visibility", 7)]),
+        (decision.Crashed(CRASH), 3, [("visibility", None)]),
     ],
 )
 async def test_give_backs_never_spend_the_last_receive(
-    settlement: Settlement, expected: list[tuple[str, Any]]
+    facts: decision.Facts, receive_count: int, expected: list[tuple[str, int | None]]
 ) -> None:
-    recorder = Recorder()
-    await settler(recorder).commit(settlement)
-    assert recorder.calls == expected
-
-
-def test_which_outcomes_spare_the_receive() -> None:
-    assert spares_receive(Settlement(Outcome.HANDED_BACK, delivery(1)))
-    assert spares_receive(Settlement(Outcome.HELD, delivery(1)))
-    assert not spares_receive(Settlement(Outcome.RETRY, delivery(1), error=AWS_DOWN))
-    assert not spares_receive(Settlement(Outcome.DEFERRED, delivery(1), error=CRASH))
+    queue, store = FakeQueue(), claimed_store()
+    outcome = decision.decide(facts, receive_count, POLICY, random.Random(1))
+    await settler(queue, store).commit(outcome, delivery("{}", receive_count))
+    got = [
+        (name, value if want is not None else None)
+        for (name, value), (_, want) in zip(queue.calls, expected, strict=True)
+    ]
+    assert got == expected
 
 
 async def test_a_retry_resumes_at_the_step_that_failed() -> None:
-    recorder = Recorder(failures={"delete": [AwsUnavailable("503")]})
-    settled = await settler(recorder).commit(
-        Settlement(Outcome.COMPLETED, delivery(1), LEASE, result=RESULT)
-    )
-    assert settled.outcome is Outcome.COMPLETED
-    assert recorder.calls == [("mark_completed", None), ("delete", None), ("delete", None)]
+    queue, store = FakeQueue(failures={"delete": [AwsUnavailable("503")]}), claimed_store()
+    outcome = decision.Completed(LEASE, RENDITIONS)
+    settled = await settler(queue, store).commit(outcome, delivery("{}"))
+    assert settled.label is Label.COMPLETED
+    assert store.calls == [("mark_completed", ["720p"])]  # the fenced write ran once
+    assert queue.calls == [("delete", "m1"), ("delete", "m1")]
 
 
 async def test_a_refused_fenced_write_becomes_lease_lost_and_touches_nothing() -> None:
-    recorder = Recorder(failures={"mark_completed": [LeaseLost("attempt 2 owns it")]})
-    settled = await settler(recorder).commit(
-        Settlement(Outcome.COMPLETED, delivery(1), LEASE, result=RESULT)
-    )
-    assert settled.outcome is Outcome.LEASE_LOST
-    assert recorder.calls == [("mark_completed", None)]
+    queue, store = FakeQueue(), claimed_store(lose_lease_on="mark_completed")
+    outcome = decision.Completed(LEASE, RENDITIONS)
+    settled = await settler(queue, store).commit(outcome, delivery("{}"))
+    assert settled.label is Label.LEASE_LOST
+    assert isinstance(settled.outcome, decision.LeaseLost)
+    assert settled.outcome.error.code == Reason.LEASE_LOST
+    assert queue.calls == []
 
 
 async def test_a_refused_delete_after_the_write_keeps_the_outcome() -> None:
-    recorder = Recorder(failures={"delete": [LeaseLost("receipt handle expired")]})
-    settled = await settler(recorder).commit(
-        Settlement(Outcome.COMPLETED, delivery(1), LEASE, result=RESULT)
-    )
-    assert settled.outcome is Outcome.COMPLETED  # the redelivery is acknowledged as a duplicate
+    queue = FakeQueue(failures={"delete": [LeaseLost("receipt handle expired")]})
+    outcome = decision.Completed(LEASE, RENDITIONS)
+    settled = await settler(queue, claimed_store()).commit(outcome, delivery("{}"))
+    assert settled.label is Label.COMPLETED  # the redelivery is acknowledged as a duplicate
 
 
 def test_backoff_grows_with_the_receive_count_inside_its_bounds() -> None:
     rng = random.Random(1)
     for receive_count, (low, high) in {1: (15, 30), 2: (30, 60), 3: (60, 120)}.items():
-        samples = [backoff_s(receive_count, 30, 900, rng) for _ in range(200)]
+        samples = [POLICY.backoff_s(receive_count, 30, 900, rng) for _ in range(200)]
         assert low <= min(samples) and max(samples) <= high
-    assert max(backoff_s(20, 30, 900, rng) for _ in range(200)) <= 900
+    assert max(POLICY.backoff_s(20, 30, 900, rng) for _ in range(200)) <= 900
 
 
 def test_held_delay_waits_out_the_holders_lease() -> None:
     rng = random.Random(1)
-    delays = [held_delay_s(600, 1, 300.0, rng) for _ in range(200)]
+    delays = [POLICY.held_delay_s(1, 300.0, rng) for _ in range(200)]
     assert min(delays) >= 300 + 60 and max(delays) <= 300 + 180
-    assert held_delay_s(600, 30, 300.0, rng) <= 43_200 - 600
+    assert POLICY.held_delay_s(30, 300.0, rng) <= 43_200 - 600
+
+
+def test_the_jitter_floor_comes_from_the_policy() -> None:
+    steady = RetryPolicy(3, 600, 30, 900, 5, 120, jitter_min=1.0)
+    assert {steady.backoff_s(2, 30, 900, random.Random(seed)) for seed in range(20)} == {60}

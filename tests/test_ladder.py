@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from media_facts import media
 
-from transcoder.config import DEFAULT_LADDER, Rung
+from transcoder.domain.rungs import DEFAULT_LADDER, Rung
 from transcoder.media.ladder import (
     ColourIn,
     Plan,

@@ -13,13 +13,13 @@ from typing import Any, cast
 import pytest
 
 from transcoder.aws.queue import Delivery
-from transcoder.aws.status import Lease
 from transcoder.domain.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
+from transcoder.domain.transitions import Lease
 from transcoder.media.ffmpeg import ProgressSample
 from transcoder.media.progress import Progress
 from transcoder.runtime.liveness import LEASE_SKEW_S, Liveness, LivenessConfig, supervise
 
-LEASE = Lease("u1", "v1", "w1", 1)
+LEASE = Lease("u1", "v1", "0" * 32, "w1", 1)
 
 
 @dataclass

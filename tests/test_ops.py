@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.config import Config
+from records import as_dict, poke_arguments
 
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
-from transcoder.domain.job import from_item, isoformat, record_key, to_attr, utcnow
+from transcoder.domain.job import isoformat, utcnow
+from transcoder.domain.record import record_key
 from transcoder.ops import commands as ops
 from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import submit
@@ -50,16 +52,10 @@ class Aws:
     def record(self, user: str, video: str) -> dict[str, Any]:
         key = record_key(user, video)
         item = self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        return from_item(item["Item"]) if "Item" in item else {}
+        return as_dict(item["Item"]) if "Item" in item else {}
 
     def set(self, user: str, video: str, **values: Any) -> None:
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=record_key(user, video),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
-            ExpressionAttributeNames={f"#{k}": k for k in values},
-            ExpressionAttributeValues={f":{k}": to_attr(v) for k, v in values.items()},
-        )
+        self.dynamodb.update_item(**poke_arguments(self.table, user, video, **values))
 
     def receive(self, url: str, *, hold_s: int = 60) -> list[dict[str, Any]]:
         """Every message in a queue, held invisible for ``hold_s`` (0: left visible)."""
@@ -316,7 +312,8 @@ async def wait_for_status(
     deadline = time.monotonic() + timeout_s
     record: dict[str, Any] | None = None
     while time.monotonic() < deadline:
-        record = await services.store.get(user, video)
+        found = await services.store.get(user, video)
+        record = found.model_dump(mode="json", exclude_none=True) if found else None
         if record and record.get("status") == want:
             return record
         await asyncio.sleep(0.25)
@@ -340,12 +337,15 @@ async def test_a_dead_lettered_job_is_redriven_and_completed_by_a_worker(
     aws.dead_letter_and_mark()
     services = await app.connect(clients, settings)
     failed = await services.store.get(job.user_id, job.video_id)
-    assert failed is not None and failed["error"]["code"] == "retries_exhausted"
+    assert failed is not None and failed.error is not None
+    assert failed.error.code == "retries_exhausted"
+    assert failed.job_id is not None
 
-    code, out, err = await run(settings, capsys, "dlq", "redrive", "--job", failed["job_id"])
+    code, out, err = await run(settings, capsys, "dlq", "redrive", "--job", failed.job_id)
     assert code == 0, err
     assert out.splitlines()[-1] == "1 of 1 message(s) redriven"
-    assert (await services.store.get(job.user_id, job.video_id) or {})["status"] == "QUEUED"
+    redriven = await services.store.get(job.user_id, job.video_id)
+    assert redriven is not None and redriven.status == "QUEUED"
 
     worker = await app.build_worker(settings, services)
     stop = asyncio.Event()
@@ -355,7 +355,7 @@ async def test_a_dead_lettered_job_is_redriven_and_completed_by_a_worker(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
-    assert record["job_id"] == failed["job_id"]
+    assert record["job_id"] == failed.job_id
     rendition = record["renditions"]["720p"]
     assert (rendition["status"], rendition["width"], rendition["height"]) == ("COMPLETED", 640, 272)
     head = await clients.s3.head_object(Bucket=settings.bucket, Key=rendition["key"])

@@ -10,9 +10,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from fakes import BUCKET, SOURCE, FakeStore
 from faults.agent import Agent
 from faults.clips import clip
 from faults.harness import Fleet
@@ -20,13 +21,14 @@ from faults.harness import Fleet
 from transcoder.aws.clients import Clients
 from transcoder.aws.protection import TaskProtection, for_agent, granted
 from transcoder.aws.queue import Delivery
-from transcoder.aws.status import Lease
 from transcoder.config import Settings
 from transcoder.domain.job import JobMessage, RawKey
 from transcoder.media.progress import Progress
 from transcoder.ops.emulator import free_port
+from transcoder.runtime.decision import RetryPolicy
 from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.pipeline import PipelineResult
+from transcoder.runtime.ports import ProtectionPort
 from transcoder.runtime.worker import Worker, WorkerConfig
 
 
@@ -105,7 +107,7 @@ def test_no_agent_uri_means_no_protection_needed() -> None:
 
 def job_body(video: str = "v1") -> str:
     message = JobMessage.for_object(
-        bucket="media",
+        bucket=BUCKET,
         key=f"raw/u1/{video}.mp4",
         raw=RawKey("u1", video, "mp4"),
         etag="e",
@@ -144,22 +146,12 @@ class FakeQueue:
     async def set_visibility(self, delivery: Delivery, seconds: int) -> None:
         self.trace.entries.append(("visibility", seconds))
 
+    async def requeue(self, delivery: Delivery, *, delay_s: int = 0) -> str:
+        self.trace.entries.append(("requeue", delay_s))
+        return "again"
 
-class FakeStore:
-    async def get(self, user_id: str, video_id: str) -> dict[str, Any] | None:
-        return None
-
-    async def claim(self, message: JobMessage, record: Any, *, owner: str, lease_s: float) -> Lease:
-        return Lease(message.user_id, message.video_id, owner, 1)
-
-    async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
-        return None
-
-    async def record_source(self, lease: Lease, source: Any) -> None:
-        return None
-
-    async def mark_completed(self, lease: Lease, renditions: Any) -> None:
-        return None
+    async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
+        self.trace.entries.append(("dead_letter", reason))
 
 
 class SlowPipeline:
@@ -167,7 +159,7 @@ class SlowPipeline:
         self, message: JobMessage, progress: Progress, on_source: Any, before_publish: Any = None
     ) -> PipelineResult:
         await asyncio.sleep(0.5)
-        return PipelineResult(source=cast(Any, None), renditions={})
+        return PipelineResult(source=SOURCE, renditions={})
 
 
 class CountingProtection:
@@ -186,27 +178,20 @@ class CountingProtection:
         return None
 
 
-def worker(queue: FakeQueue, protection: Any) -> Worker:
+def worker(queue: FakeQueue, protection: ProtectionPort) -> Worker:
     config = WorkerConfig(
         slots=1,
         wait_time_s=0,
         visibility_s=60,
-        max_receive_count=3,
-        retry_base_s=1,
-        retry_max_s=2,
         shutdown_grace_s=5,
         worker_id="w1",
+        bucket=BUCKET,
+        policy=RetryPolicy(3, 60, 1, 2, 1, 2),
         liveness=LivenessConfig(
             visibility_s=60, interval_s=0.1, stall_timeout_s=60, max_job_duration_s=3600
         ),
     )
-    return Worker(
-        config,
-        cast(Any, queue),
-        cast(Any, FakeStore()),
-        cast(Any, SlowPipeline()),
-        protection=protection,
-    )
+    return Worker(config, queue, FakeStore(), SlowPipeline(), protection=protection)
 
 
 async def run_for(target: Worker, seconds: float) -> None:

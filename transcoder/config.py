@@ -15,31 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcoder.domain.rungs import DEFAULT_LADDER, Rung
+
 ENV_PREFIX = "TRANSCODER_"
-
-
-class Rung(BaseModel):
-    """One rung of the ladder: its name, the short side in pixels, and its rate control."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str = Field(pattern=r"^[1-9][0-9]{2,3}p$")
-    short_side: int = Field(ge=144, le=4320)
-    crf: int = Field(ge=0, le=51)
-    maxrate_kbps: int = Field(ge=100)
-    bufsize_kbps: int = Field(ge=100)
-
-
-# CRF 21 with x264 "veryfast": in the preset x CRF sweep (benchmarks/results, docs/benchmarks.md)
-# it was the only point that reached VMAF 93 at 1080p for the CPU of the old CRF 23 default;
-# "faster" CRF 23 also reaches it but costs 1.4x the CPU-seconds, which is most of the bill.
-DEFAULT_LADDER: tuple[Rung, ...] = (
-    Rung(name="720p", short_side=720, crf=21, maxrate_kbps=4_500, bufsize_kbps=9_000),
-    Rung(name="1080p", short_side=1080, crf=21, maxrate_kbps=7_800, bufsize_kbps=15_600),
-)
 
 
 def _default_worker_id() -> str:
@@ -77,8 +58,26 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=600, ge=5, le=43_200)
     wait_time_s: int = Field(default=20, ge=0, le=20)
     max_receive_count: int = Field(default=3, ge=1, le=1000)
+    # The retry policy (docs/reliability.md, "Retries, layered"). Every step is jittered
+    # uniformly in [retry_jitter_min, 1] of itself.
     retry_base_s: PositiveSeconds = 30.0
     retry_max_s: PositiveSeconds = 900.0
+    retry_jitter_min: float = Field(default=0.5, gt=0, le=1)
+    defer_base_s: PositiveSeconds = Field(
+        default=5.0, description="back-off when the table cannot be reached to claim"
+    )
+    defer_max_s: PositiveSeconds = 120.0
+    receive_backoff_base_s: PositiveSeconds = Field(
+        default=1.0, description="back-off after a failed ReceiveMessage"
+    )
+    receive_backoff_max_s: PositiveSeconds = 30.0
+    settle_attempts: int = Field(
+        default=4, ge=1, le=10, description="tries of each settle step on transient AWS errors"
+    )
+    settle_backoff_s: PositiveSeconds = 0.5
+    sdk_max_attempts: int = Field(
+        default=4, ge=1, le=10, description="botocore's own attempts per call (standard mode)"
+    )
 
     # Capacity and the encode.
     slots: int = Field(default=1, ge=1, le=16)

@@ -31,7 +31,9 @@ from transcoder.aws.clients import Clients
 from transcoder.aws.queue import Depth, JobQueue
 from transcoder.aws.status import JobStore
 from transcoder.config import Settings
-from transcoder.domain.job import output_key, record_key, to_attr
+from transcoder.domain.job import output_key
+from transcoder.domain.record import JobRecord, record_key
+from transcoder.domain.record import value as to_attr
 from transcoder.ops.bootstrap import Resources, bootstrap
 from transcoder.ops.demo import Submitted, submit
 
@@ -288,9 +290,9 @@ class Fleet:
         return await submit(self.clients, self.settings, list(files), user_id=user)
 
     async def record(self, job: Submitted) -> dict[str, Any]:
-        record = await self.store.get(job.user_id, job.video_id)
+        record: JobRecord | None = await self.store.get(job.user_id, job.video_id)
         assert record is not None, f"no record for {job.video_id}"
-        return record
+        return record.model_dump(mode="json", exclude_none=True)
 
     async def wait_until(
         self, what: str, check: Callable[[], Awaitable[bool]], timeout_s: float
@@ -402,8 +404,12 @@ class Fleet:
         await self.queue.send(str((await self.record(job))["message"]))
 
     async def rewrite_record(self, job: Submitted, update: str, **values: Any) -> None:
-        """An unconditional write to the job record, as another worker or a test would make."""
+        """An unconditional write to the job record, as another worker or a test would make (it
+        bumps ``rev``, as every real writer does)."""
         names = {"ExpressionAttributeNames": {"#status": "status"}} if "#status" in update else {}
+        if update.startswith("SET "):
+            update = update.replace("SET ", "SET rev = rev + :bump_one, ", 1)
+            values["bump_one"] = 1
         await self.clients.dynamodb.update_item(
             TableName=self.settings.table,
             Key=record_key(job.user_id, job.video_id),

@@ -87,11 +87,13 @@ class Clients:
     dynamodb: DynamoDBClient
 
 
-def client_config(settings: Settings, *, max_attempts: int = 4) -> AioConfig:
+def client_config(settings: Settings, *, max_attempts: int | None = None) -> AioConfig:
+    """The SDK's settings; its own retries (standard mode, ``sdk_max_attempts`` per call) sit
+    under the worker's (docs/reliability.md, "Retries, layered")."""
     s3_options = {"addressing_style": "path"} if settings.endpoint_url else {}
     return AioConfig(
         region_name=settings.region,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "max_attempts": max_attempts or settings.sdk_max_attempts},
         connect_timeout=5,
         read_timeout=settings.wait_time_s + 40,
         max_pool_connections=max(10, settings.upload_concurrency * settings.slots + 4),
@@ -101,7 +103,9 @@ def client_config(settings: Settings, *, max_attempts: int = 4) -> AioConfig:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(settings: Settings, *, max_attempts: int = 4) -> AsyncIterator[Clients]:
+async def open_clients(
+    settings: Settings, *, max_attempts: int | None = None
+) -> AsyncIterator[Clients]:
     """The process's clients, closed on exit."""
     session = get_session()
     config = client_config(settings, max_attempts=max_attempts)

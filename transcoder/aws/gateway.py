@@ -27,7 +27,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote
 
 from transcoder import metrics
@@ -35,8 +35,20 @@ from transcoder.domain.errors import AwsUnavailable, InputRejected, TranscoderEr
 from transcoder.domain.job import Reason
 from transcoder.logs import get_logger
 
-if TYPE_CHECKING:
-    from transcoder.aws.storage import Storage
+
+class RangeReader(Protocol):
+    """What the gateway needs of object storage (``transcoder.aws.storage.Storage``)."""
+
+    async def read_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> bytes: ...
+
 
 log = get_logger(__name__)
 
@@ -123,7 +135,7 @@ class SourceGateway:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: RangeReader,
         key: str,
         *,
         size_bytes: int,

@@ -1,255 +1,192 @@
-"""The job record in DynamoDB: claims, fenced writes, reads. One adapter, one table.
+"""The job record in DynamoDB for the worker and the operator commands: one adapter, one table.
 
-The record is the fence. A worker may write only while it owns the current attempt::
+Every write is decided by ``transcoder.domain.transitions`` and stored as the whole record with a
+conditional ``PutItem``: ``rev = <the rev read>``. A refused put returns the record as it stands
+(``ReturnValuesOnConditionCheckFailure``), and the transition is decided again on it: a renewal
+still succeeds after an unrelated write, while a worker whose lease moved on gets ``LeaseLost``
+and writes nothing. The record this process last wrote is kept, so a worker's heartbeat costs one
+``PutItem`` and no read.
 
-    ConditionExpression: lease_owner = :me AND attempts = :attempt AND #status = PROCESSING
-
-If another worker claimed the job after our lease lapsed, ``attempts`` moved on and every write
-we try fails its condition; we translate that into ``LeaseLost`` and write nothing else. Claims
-are read-decide-write: ``decide_claim`` (pure) looks at the record, and the write is conditional on
-the record's revision (``rev``) not having moved since we read it, so two receivers of the same
-message cannot both win.
+A write that DynamoDB applied but whose answer was lost (the SDK retries it and then sees its own
+condition fail) is recognised by its ``write_id``: the record as it stands carries it, so a claim
+that succeeded is this worker's lease, and a final write that succeeded is not reported as lost.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from transcoder.aws.clients import error_code, translated
-from transcoder.domain.errors import LeaseLost
+from transcoder.domain import transitions
+from transcoder.domain.errors import AwsUnavailable, InputRejected, LeaseLost
 from transcoder.domain.job import (
     STATUS_INDEX,
     ErrorInfo,
     JobMessage,
+    Reason,
     RenditionRecord,
     SourceFacts,
     Status,
-    from_item,
-    isoformat,
-    record_key,
-    to_attr,
     utcnow,
 )
+from transcoder.domain.record import JobRecord, from_item, put_condition, record_key, to_item
+from transcoder.domain.record import value as attr_value
+from transcoder.domain.transitions import Clock, Decision, Lease, Refusal, Verdict, Write
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-FAILED_CONDITION = "ConditionalCheckFailedException"
-# The fence on every write a worker makes while it holds a job (see the module docstring).
-FENCE = "lease_owner = :me AND attempts = :attempt AND #status = :processing"
-
-
-class Verdict(StrEnum):
-    CLAIM = "claim"  # start (or take over) this job
-    DUPLICATE = "duplicate"  # already COMPLETED: acknowledge, do nothing
-    ALREADY_FAILED = "already_failed"  # permanently FAILED: acknowledge, do nothing
-    HELD = "held"  # another worker holds a live lease: back off
-    SUPERSEDED = "superseded"  # a newer upload of this video owns the record: drop
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimDecision:
-    verdict: Verdict
-    fresh: bool = False  # the record belongs to another (older) job: start from attempt 1
-    lease_remaining_s: float = 0.0
-
-
-def decide_claim(record: dict[str, Any] | None, message: JobMessage, now: float) -> ClaimDecision:
-    """What to do with a delivery, given the record as it stands (pure)."""
-    if record is None:
-        return ClaimDecision(Verdict.CLAIM, fresh=True)
-    status = record.get("status")
-    live_lease = status == Status.PROCESSING and float(record.get("lease_expires_at", 0)) > now
-    remaining = float(record.get("lease_expires_at", 0)) - now if live_lease else 0.0
-    if record.get("job_id") != message.job_id:
-        if str(record.get("submitted_at", "")) > isoformat(message.submitted_at):
-            return ClaimDecision(Verdict.SUPERSEDED)
-        if live_lease:
-            return ClaimDecision(Verdict.HELD, lease_remaining_s=remaining)
-        return ClaimDecision(Verdict.CLAIM, fresh=True)
-    if status == Status.COMPLETED:
-        return ClaimDecision(Verdict.DUPLICATE)
-    if status == Status.FAILED and not (record.get("error") or {}).get("retryable"):
-        return ClaimDecision(Verdict.ALREADY_FAILED)
-    if live_lease:
-        return ClaimDecision(Verdict.HELD, lease_remaining_s=remaining)
-    return ClaimDecision(Verdict.CLAIM)
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Proof of ownership of one attempt; every fenced write carries it."""
-
-    user_id: str
-    video_id: str
-    owner: str
-    attempt: int
-
-
-def _values(**values: Any) -> dict[str, Any]:
-    return {f":{name}": to_attr(value) for name, value in values.items()}
+CONDITION_FAILED = "ConditionalCheckFailedException"
+WRITE_ATTEMPTS = 4  # re-decisions after a refused put before giving up (retryable)
+Decide = Callable[[JobRecord | None], Decision]
+Ids = tuple[str, str]
 
 
 class JobStore:
-    """Reads and conditional writes of job records."""
+    """Reads and transition writes of job records."""
 
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._client = client
         self._table = table
+        self._clock = clock
+        self._known: dict[Ids, JobRecord] = {}  # what this process last read or wrote
 
-    async def get(self, user_id: str, video_id: str) -> dict[str, Any] | None:
+    def now(self) -> Clock:
+        return Clock(self._clock())
+
+    async def get(self, user_id: str, video_id: str) -> JobRecord | None:
         with translated("dynamodb.get_item"):
             response = await self._client.get_item(
                 TableName=self._table, Key=record_key(user_id, video_id), ConsistentRead=True
             )
         item = response.get("Item")
-        return from_item(item) if item else None
+        record = from_item(item) if item else None
+        self._remember((user_id, video_id), record)
+        return record
 
-    async def claim(
-        self, message: JobMessage, record: dict[str, Any] | None, *, owner: str, lease_s: float
-    ) -> Lease | None:
-        """Take the job; None when the record moved since it was read (someone else won)."""
-        now = utcnow()
-        fresh = record is None or record.get("job_id") != message.job_id
-        attempt = 1 if fresh or record is None else int(record.get("attempts", 0)) + 1
-        values = _values(
-            processing=Status.PROCESSING,
-            me=owner,
-            attempt=attempt,
-            expires=time.time() + lease_s,
-            now=now,
-            job=message.job_id,
-            trace=message.trace_id,
-            submitted=message.submitted_at,
-            bucket=message.bucket,
-            key=message.key,
-            user=message.user_id,
-            video=message.video_id,
-            zero=0,
-            one=1,
+    async def transact(
+        self, ids: Ids, decide: Decide, *, read: bool = False
+    ) -> JobRecord | Refusal:
+        """Decide on the record as known (or read), store the write; re-decide when refused."""
+        current = await self.get(*ids) if read or ids not in self._known else self._known[ids]
+        for _ in range(WRITE_ATTEMPTS):
+            decision = decide(current)
+            if isinstance(decision, Refusal):
+                return decision
+            stored, current = await self._put(decision)
+            if stored:
+                self._remember(ids, decision.record)
+                return decision.record
+            if current is not None and current.write_id == decision.record.write_id:
+                self._remember(ids, current)  # our write landed; only its answer was lost
+                return current
+            self._remember(ids, current)
+        raise AwsUnavailable(f"record {ids[0]}/{ids[1]} kept changing under the write")
+
+    def forget(self, lease: Lease) -> None:
+        self._known.pop((lease.user_id, lease.video_id), None)
+
+    # ------------------------------------------------------------ the worker's events
+
+    async def claim(self, message: JobMessage, *, owner: str, lease_s: float) -> Lease | Refusal:
+        """Take the job (read first: a claim must see the record as it stands)."""
+        ids = (message.user_id, message.video_id)
+        outcome = await self.transact(
+            ids,
+            lambda r: transitions.claim(r, message, owner, lease_s, self.now()),
+            read=True,
         )
-        update = (
-            "SET #status = :processing, lease_owner = :me, attempts = :attempt, "
-            "lease_expires_at = :expires, updated_at = :now, started_at = :now, job_id = :job, "
-            "trace_id = :trace, submitted_at = :submitted, source_bucket = :bucket, "
-            "source_key = :key, user_id = :user, video_id = :video, "
-            "progress = :zero, created_at = if_not_exists(created_at, :now), "
-            "rev = if_not_exists(rev, :zero) + :one"
-        )
-        if fresh:
-            update += ", renditions = :empty REMOVE #error, #source, completed_at"
-            values.update(_values(empty={}))
-        if record is None:
-            condition = "attribute_not_exists(pk)"
-        elif "rev" not in record:  # written by the enqueue path, never claimed yet
-            condition = "attribute_not_exists(rev)"
-        else:
-            condition = "rev = :rev"
-            values.update(_values(rev=int(record["rev"])))
-        key = record_key(message.user_id, message.video_id)
-        if not await self._update_if("claim", key, update, condition, values):
-            return None
-        return Lease(message.user_id, message.video_id, owner, attempt)
+        return outcome if isinstance(outcome, Refusal) else transitions.lease_of(outcome)
 
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
         await self._fenced(
-            lease,
-            "SET lease_expires_at = :expires, progress = :progress, updated_at = :now",
-            expires=time.time() + lease_s,
-            progress=progress,
+            lease, lambda r: transitions.renew(r, lease, lease_s, progress, self.now())
         )
 
     async def confirm(self, lease: Lease) -> None:
-        """Raise LeaseLost unless ``lease`` still owns the record (a fenced no-op write)."""
-        await self._fenced(lease, "SET updated_at = :now")
+        """The publish fence: ``LeaseLost`` unless ``lease`` still owns the record;
+        ``InputRejected(source_deleted)`` when the upload was deleted meanwhile."""
+        await self._fenced(lease, lambda r: transitions.confirm(r, lease, self.now()))
 
     async def record_source(self, lease: Lease, source: SourceFacts) -> None:
-        await self._fenced(
-            lease, "SET #source = :source, updated_at = :now", source=source.model_dump()
-        )
+        await self._fenced(lease, lambda r: transitions.record_source(r, lease, source, self.now()))
 
     async def mark_completed(self, lease: Lease, renditions: dict[str, RenditionRecord]) -> None:
-        await self._fenced(
-            lease,
-            "SET #status = :completed, renditions = :renditions, progress = :hundred, "
-            "updated_at = :now, completed_at = :now REMOVE lease_owner, lease_expires_at, #error",
-            completed=Status.COMPLETED,
-            renditions={name: r.model_dump(exclude_none=True) for name, r in renditions.items()},
-            hundred=100,
-        )
+        await self._final(lease, lambda r: transitions.complete(r, lease, renditions, self.now()))
 
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:
-        await self._fenced(
-            lease,
-            "SET #status = :failed, #error = :error, updated_at = :now, failed_at = :now "
-            "REMOVE lease_owner, lease_expires_at",
-            failed=Status.FAILED,
-            error=error.model_dump(),
-        )
+        await self._final(lease, lambda r: transitions.fail(r, lease, error, self.now()))
 
     async def release(self, lease: Lease, error: ErrorInfo | None) -> None:
         """Hand the job back (``PROCESSING -> QUEUED``), recording why when there was an error."""
-        update = "SET #status = :queued, updated_at = :now"
-        extra: dict[str, Any] = {"queued": Status.QUEUED}
-        if error is not None:
-            update += ", #error = :error"
-            extra["error"] = error.model_dump()
-        await self._fenced(lease, update + " REMOVE lease_owner, lease_expires_at", **extra)
+        await self._final(lease, lambda r: transitions.hand_back(r, lease, error, self.now()))
 
-    async def _fenced(self, lease: Lease, update: str, **extra: Any) -> None:
-        update = update.replace("SET ", "SET rev = rev + :one, ", 1)
-        values = _values(
-            me=lease.owner,
-            attempt=lease.attempt,
-            processing=Status.PROCESSING,
-            now=utcnow(),
-            one=1,
-            **extra,
+    async def requeue(self, user_id: str, video_id: str, job_id: str | None) -> JobRecord | Refusal:
+        """``FAILED -> QUEUED`` for an operator's retry or redrive (``transitions.retry``)."""
+        return await self.transact(
+            (user_id, video_id), lambda r: transitions.retry(r, job_id, self.now()), read=True
         )
-        key = record_key(lease.user_id, lease.video_id)
-        if not await self._update_if("fenced", key, update, FENCE, values):
-            raise LeaseLost(f"attempt {lease.attempt} no longer owns the record")
 
-    async def _update_if(
-        self,
-        operation: str,
-        key: dict[str, dict[str, str]],
-        update: str,
-        condition: str,
-        values: dict[str, Any],
-    ) -> bool:
-        """One conditional UpdateItem; False when its condition failed (the record moved on)."""
+    async def _fenced(self, lease: Lease, decide: Decide) -> JobRecord:
+        outcome = await self.transact((lease.user_id, lease.video_id), decide)
+        if isinstance(outcome, JobRecord):
+            return outcome
+        if outcome.verdict is Verdict.SOURCE_DELETED:
+            raise InputRejected(outcome.reason, reason=Reason.SOURCE_DELETED)
+        raise LeaseLost(outcome.reason)
+
+    async def _final(self, lease: Lease, decide: Decide) -> None:
         try:
-            with translated(f"dynamodb.update_item({operation})"):
-                await self._client.update_item(
+            await self._fenced(lease, decide)
+        finally:
+            self.forget(lease)
+
+    # ------------------------------------------------------------------ storage
+
+    async def _put(self, write: Write) -> tuple[bool, JobRecord | None]:
+        """One conditional put; (False, the record as it stands) when its condition failed."""
+        try:
+            with translated("dynamodb.put_item"):
+                await self._client.put_item(
                     TableName=self._table,
-                    Key=key,
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=self._names(f"{update} {condition}"),
-                    ExpressionAttributeValues=values,
+                    Item=to_item(write.record),
+                    **put_condition(write.expected_rev),
                 )
         except ClientError as exc:
-            if error_code(exc) == FAILED_CONDITION:
-                return False
-            raise
-        return True
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+            item: Any = exc.response.get("Item")
+            if item is None:  # not every endpoint returns it: read it
+                return False, await self.get(write.record.user_id, write.record.video_id)
+            return False, from_item(item)
+        return True, write.record
+
+    def _remember(self, ids: Ids, record: JobRecord | None) -> None:
+        if record is None:
+            self._known.pop(ids, None)
+        else:
+            self._known[ids] = record
 
     async def list_by_status(
         self, status: Status, *, updated_before: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobRecord]:
         """Records in ``status`` (oldest first), through the status index."""
         condition = "#status = :status"
-        values = _values(status=status)
+        values = {":status": attr_value(status.value)}
         if updated_before:
             condition += " AND updated_at < :before"
-            values.update(_values(before=updated_before))
-        items: list[dict[str, Any]] = []
+            values[":before"] = attr_value(updated_before)
+        items: list[JobRecord] = []
         kwargs: dict[str, Any] = {}
         while len(items) < limit:
             with translated("dynamodb.query"):
@@ -267,33 +204,3 @@ class JobStore:
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return items
-
-    @staticmethod
-    def _names(expression: str) -> dict[str, str]:
-        reserved = {"#status": "status", "#error": "error", "#source": "source"}
-        return {alias: name for alias, name in reserved.items() if alias in expression}
-
-    async def requeue(
-        self, user_id: str, video_id: str, job_id: str, *, failed_at: str | None = None
-    ) -> bool:
-        """``FAILED -> QUEUED`` for an operator's redrive or retry; False when the record moved on.
-
-        Conditional on the record still being this job's, ``FAILED`` with a retryable cause and,
-        when ``failed_at`` is given, not failed again since it was read. ``attempts`` is kept (it
-        is the lease fence and only grows) and so is ``error``, the last cause, until a worker
-        settles the job again.
-        """
-        condition = "job_id = :job AND #status = :failed AND #error.retryable = :true"
-        values = _values(
-            job=job_id, failed=Status.FAILED, true=True, queued=Status.QUEUED, now=utcnow(), zero=0
-        )
-        if failed_at is not None:
-            condition += " AND failed_at = :failed_at"
-            values.update(_values(failed_at=failed_at))
-        update = (
-            "SET #status = :queued, updated_at = :now, requeued_at = :now, progress = :zero "
-            "REMOVE failed_at, lease_owner, lease_expires_at"
-        )
-        return await self._update_if(
-            "requeue", record_key(user_id, video_id), update, condition, values
-        )

@@ -75,3 +75,4 @@ class LeaseLost(TranscoderError):
     """The fence moved: another attempt owns the record, or our receipt handle is dead."""
 
     retryable = True
+    default_reason = Reason.LEASE_LOST

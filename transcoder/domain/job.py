@@ -3,10 +3,21 @@
 Three things live here because every component must agree on them byte for byte:
 
 * ``JobMessage``: the versioned SQS message body. Anything that does not parse into it is a poison
-  message (a permanent failure with a reason, never a crash loop).
+  message (a permanent failure with a reason, never a crash loop), except a message from a newer
+  producer (see "Schema evolution" below).
 * The job record in DynamoDB: its keys (``pk = USER#{userId}``, ``sk = VIDEO#{videoId}``), its
   states, its reason codes and the small typed value objects stored in it.
 * The object layout in S3: ``raw/{userId}/{videoId}.{ext}`` in, ``transcoded/{rendition}/...`` out.
+
+Schema evolution of the message (what lets a rolling deploy never fail a job):
+
+* A new *optional* field keeps ``version`` 1. Readers ignore fields they do not know
+  (``extra="ignore"``), so an old worker runs a new producer's message as before.
+* An incompatible change bumps ``version``. A worker that meets a version newer than
+  ``SCHEMA_VERSION`` neither fails nor poisons it: it hands the message back without spending a
+  receive, for a newer worker; the dead-letter handler leaves such a message in the DLQ.
+* Deploy order: consumers first (workers, then the dead-letter handler), producers last (the
+  enqueue Lambda, operators' CLI).
 
 This module imports nothing but the standard library and pydantic, so the Lambda bundle stays small.
 """
@@ -14,16 +25,16 @@ This module imports nothing but the standard library and pydantic, so the Lambda
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION = 1
 RAW_PREFIX = "raw/"
 TRANSCODED_PREFIX = "transcoded/"
 DEFAULT_RENDITIONS: tuple[str, ...] = ("720p", "1080p")
@@ -52,6 +63,7 @@ class Reason(StrEnum):
     # The upload itself cannot become a video: permanent, decided on the first attempt.
     INPUT_EMPTY = "input_empty"
     SOURCE_NOT_FOUND = "source_not_found"
+    SOURCE_DELETED = "source_deleted"
     SOURCE_CHANGED = "source_changed"
     NOT_A_VIDEO = "not_a_video"
     NO_VIDEO_STREAM = "no_video_stream"
@@ -64,6 +76,7 @@ class Reason(StrEnum):
     UNSUPPORTED_EXTENSION = "unsupported_extension"
     # The message is not a job we understand: permanent.
     INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_RENDITION = "unknown_rendition"
     PROCESSING_TIMEOUT = "processing_timeout"
     # Our side failed: retryable until the receive budget is spent.
     FFMPEG_FAILED = "ffmpeg_failed"
@@ -72,6 +85,7 @@ class Reason(StrEnum):
     OUTPUT_INVALID = "output_invalid"
     AWS_UNAVAILABLE = "aws_unavailable"
     SCRATCH_FULL = "scratch_full"
+    LEASE_LOST = "lease_lost"  # another attempt owns the job now (logged; never recorded)
     INTERNAL_ERROR = "internal_error"
     RETRIES_EXHAUSTED = "retries_exhausted"
 
@@ -85,15 +99,26 @@ def isoformat(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def derive_job_id(bucket: str, key: str, *, version_id: str | None, etag: str | None) -> str:
-    """Content identity of an upload: the same object (bucket, key, version or ETag) -> the same id.
+def derive_job_id(
+    bucket: str,
+    key: str,
+    *,
+    version_id: str | None,
+    etag: str | None,
+    sequencer: str | None = None,
+) -> str:
+    """Identity of an upload: the same object (bucket, key, version or ETag) -> the same id.
 
     A duplicated S3 notification or a re-sent message therefore maps to the same job and the same
-    output keys, while a new upload of the same key (new ETag/version) is a new job.
+    output keys, while a new upload of the same key is a new job. On a bucket without versioning
+    the same bytes uploaded again have the same ETag, so the event's ``sequencer`` (one per PUT,
+    shared by duplicated notifications) tells the two uploads apart.
     """
     if not (version_id or etag):
         raise ValueError("a job needs the source's version id or ETag")
     identity = version_id if version_id else f"etag:{(etag or '').strip(chr(34))}"
+    if not version_id and sequencer:
+        identity += f"@{sequencer.upper().lstrip('0')}"
     digest = hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()
     return digest[:32]
 
@@ -124,6 +149,17 @@ class InvalidKeyError(ValueError):
         self.ids = ids  # (user_id, video_id) when both were valid, to record the rejection under
 
 
+def raw_ids(key: str) -> tuple[str, str] | None:
+    """(user_id, video_id) that a ``raw/{userId}/{videoId}.{ext}`` key names, else None."""
+    if not key.startswith(RAW_PREFIX):
+        return None
+    parts = key[len(RAW_PREFIX) :].split("/")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    video_id = parts[1].rpartition(".")[0] or parts[1]
+    return parts[0], video_id
+
+
 def parse_raw_key(key: str, allowed_extensions: frozenset[str]) -> RawKey:
     """Parse a decoded key strictly: two segments under ``raw/``, valid ids, known extension."""
     if not key.startswith(RAW_PREFIX):
@@ -147,11 +183,11 @@ def parse_raw_key(key: str, allowed_extensions: frozenset[str]) -> RawKey:
 
 
 class JobMessage(BaseModel):
-    """The SQS message body, version 1. Unknown fields make the message a poison pill."""
+    """The SQS message body, version 1. Unknown fields are ignored (see "Schema evolution")."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    version: Literal[1] = SCHEMA_VERSION
+    version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     bucket: str = Field(min_length=3, max_length=63)
     key: str = Field(min_length=1, max_length=1024)
@@ -162,6 +198,10 @@ class JobMessage(BaseModel):
     source_version: str | None = None
     trace_id: str = Field(min_length=1, max_length=128)
     submitted_at: datetime
+    # Optional since the first release (an old producer's message lacks them): S3's per-key event
+    # order and the event time, which order two uploads of one video (transitions.is_newer).
+    source_sequencer: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{1,64}$")
+    uploaded_at: datetime | None = None
 
     @field_validator("renditions")
     @classmethod
@@ -176,7 +216,11 @@ class JobMessage(BaseModel):
     @model_validator(mode="after")
     def _identity_is_consistent(self) -> Self:
         expected = derive_job_id(
-            self.bucket, self.key, version_id=self.source_version, etag=self.source_etag
+            self.bucket,
+            self.key,
+            version_id=self.source_version,
+            etag=self.source_etag,
+            sequencer=self.source_sequencer,
         )
         if self.job_id != expected:
             raise ValueError(
@@ -195,9 +239,15 @@ class JobMessage(BaseModel):
         version_id: str | None,
         trace_id: str,
         renditions: tuple[str, ...] = DEFAULT_RENDITIONS,
+        sequencer: str | None = None,
+        uploaded_at: datetime | None = None,
     ) -> JobMessage:
         return cls(
-            job_id=derive_job_id(bucket, key, version_id=version_id, etag=etag),
+            job_id=derive_job_id(
+                bucket, key, version_id=version_id, etag=etag, sequencer=sequencer
+            ),
+            source_sequencer=sequencer,
+            uploaded_at=uploaded_at,
             bucket=bucket,
             key=key,
             user_id=raw.user_id,
@@ -253,48 +303,17 @@ class ErrorInfo(BaseModel):
     retryable: bool
 
 
-def record_key(user_id: str, video_id: str) -> dict[str, dict[str, str]]:
-    """The DynamoDB primary key of a job record, in the low-level attribute-value form."""
-    return {"pk": {"S": f"USER#{user_id}"}, "sk": {"S": f"VIDEO#{video_id}"}}
+def newer_schema(body: str) -> int | None:
+    """The ``version`` of a message from a newer producer than this release, else None.
 
-
-def to_attr(value: Any) -> dict[str, Any]:
-    """Python value -> DynamoDB attribute value (the subset the record uses)."""
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value) if isinstance(value, float) else str(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, datetime):
-        return {"S": isoformat(value)}
-    if isinstance(value, Mapping):
-        return {"M": {str(k): to_attr(v) for k, v in value.items()}}
-    if isinstance(value, list | tuple):
-        return {"L": [to_attr(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__} in the job record")
-
-
-def from_attr(attr: Mapping[str, Any]) -> Any:
-    """DynamoDB attribute value -> Python value (numbers come back as int or float)."""
-    (kind, value), *_ = attr.items()
-    if kind == "NULL":
+    Read before the full parse, so that a message this release cannot understand yet is handed
+    back for a newer consumer instead of being treated as poison.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
         return None
-    if kind in ("S", "BOOL"):
-        return value
-    if kind == "N":
-        number = float(value)
-        return (
-            int(number) if number.is_integer() and "." not in value and "e" not in value else number
-        )
-    if kind == "M":
-        return {k: from_attr(v) for k, v in value.items()}
-    if kind == "L":
-        return [from_attr(v) for v in value]
-    raise TypeError(f"unexpected DynamoDB attribute type {kind}")
-
-
-def from_item(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    return {name: from_attr(attr) for name, attr in item.items()}
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return version
+    return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from transcoder.config import Rung
+from transcoder.domain.rungs import Rung
 from transcoder.media.probe import MediaInfo
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transcoder.media.ffmpeg import ProgressSample
@@ -18,17 +19,22 @@ class Progress:
     out_time_s: float = 0.0
     speed: float | None = None
     encode_started: float | None = None
-    last_advance: float = field(default_factory=time.monotonic)
+    last_advance: float = -1.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.last_advance < 0:
+            self.last_advance = self.clock()
 
     def enter(self, stage: str) -> None:
         self.stage = stage
-        self.last_advance = time.monotonic()
+        self.last_advance = self.clock()
         if stage == "transcode":
             self.encode_started = self.last_advance
 
     def update(self, sample: ProgressSample) -> None:
         if sample.frame > self.frame or sample.out_time_s > self.out_time_s:
-            self.last_advance = time.monotonic()
+            self.last_advance = self.clock()
         self.frame = max(self.frame, sample.frame)
         self.out_time_s = max(self.out_time_s, sample.out_time_s)
         self.speed = sample.speed if sample.speed else self.speed
@@ -37,7 +43,7 @@ class Progress:
         """Seconds since ffmpeg last advanced; zero outside the transcode stage."""
         if self.stage != "transcode":
             return 0.0
-        return time.monotonic() - self.last_advance
+        return self.clock() - self.last_advance
 
     @property
     def percent(self) -> int:
@@ -54,6 +60,6 @@ class Progress:
             return 0.0
         if self.stage != "transcode" or self.encode_started is None or self.out_time_s <= 0:
             return None
-        elapsed = time.monotonic() - self.encode_started
+        elapsed = self.clock() - self.encode_started
         rate = self.out_time_s / max(elapsed, 1e-3)
         return max(0.0, (self.duration_s - self.out_time_s) / rate)

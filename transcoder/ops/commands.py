@@ -26,8 +26,11 @@ from transcoder.aws.clients import open_clients
 from transcoder.aws.queue import DeadLetter, JobQueue
 from transcoder.aws.status import JobStore
 from transcoder.config import Settings
+from transcoder.domain import transitions
 from transcoder.domain.errors import TranscoderError
 from transcoder.domain.job import JobMessage, Status, isoformat, utcnow
+from transcoder.domain.record import JobRecord
+from transcoder.domain.transitions import Refusal, Verdict
 from transcoder.runtime import app
 
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -81,17 +84,22 @@ def _print(payload: Any, text: str, as_json: bool) -> None:
     print(json.dumps(payload, sort_keys=True, default=str) if as_json else text)
 
 
-def job_row(record: dict[str, Any], now: datetime) -> dict[str, Any]:
-    error = record.get("error") or {}
+def public(record: JobRecord) -> dict[str, Any]:
+    """A record as operators see it (JSON-ready; the stored message body left out)."""
+    return record.model_dump(mode="json", exclude={"message"}, exclude_none=True)
+
+
+def job_row(record: JobRecord, now: datetime) -> dict[str, Any]:
+    error = record.error
     return {
-        "updated": age(record.get("updated_at"), now) + " ago",
-        "status": record.get("status"),
-        "user": record.get("user_id"),
-        "video": record.get("video_id"),
-        "job": str(record.get("job_id") or "")[:12],
-        "tries": record.get("attempts"),
-        "progress": f"{record.get('progress', 0)}%",
-        "error": f"{error['code']}: {error.get('message', '')}" if error else None,
+        "updated": age(isoformat(record.updated_at) if record.updated_at else "", now) + " ago",
+        "status": record.status.value,
+        "user": record.user_id,
+        "video": record.video_id,
+        "job": (record.job_id or "")[:12],
+        "tries": record.attempts,
+        "progress": f"{record.progress}%",
+        "error": f"{error.code}: {error.message}" if error else None,
     }
 
 
@@ -107,11 +115,11 @@ async def run_status(settings: Settings, args: argparse.Namespace) -> int:
     if record is None:
         print(f"no job for {args.user}/{args.video_id} in {settings.table}", file=sys.stderr)
         return 1
-    record.pop("message", None)
+    shown = public(record)
     fields = ("status", "job_id", "attempts", "progress", "updated_at", "error")
-    lines = [f"{n:>10}: {record.get(n)}" for n in fields]
-    lines += [f"{n:>10}: {r}" for n, r in sorted((record.get("renditions") or {}).items())]
-    _print(record, "\n".join(lines), args.json)
+    lines = [f"{n:>10}: {shown.get(n)}" for n in fields]
+    lines += [f"{n:>10}: {r}" for n, r in sorted(shown.get("renditions", {}).items())]
+    _print(shown, "\n".join(lines), args.json)
     return 0
 
 
@@ -123,14 +131,11 @@ async def run_status_list(settings: Settings, args: argparse.Namespace) -> int:
         records = await services.store.list_by_status(
             Status(args.state), updated_before=before, limit=args.limit
         )
-    for record in records:
-        record.pop("message", None)
     summary = f"{len(records)} job(s) {args.state}"
     if before:
         summary += f", not updated since {before}"
-    _print(
-        records, table(JOB_COLUMNS, [job_row(r, now) for r in records]) + f"\n{summary}", args.json
-    )
+    rows = table(JOB_COLUMNS, [job_row(r, now) for r in records])
+    _print([public(r) for r in records], rows + f"\n{summary}", args.json)
     return 0
 
 
@@ -151,8 +156,8 @@ def read_letter(letter: DeadLetter) -> tuple[JobMessage | None, dict[str, Any]]:
 async def describe(store: JobStore, letter: DeadLetter) -> dict[str, Any]:
     message, ids = read_letter(letter)
     record = await store.get(message.user_id, message.video_id) if message else None
-    state = (record or {}).get("status", "no record" if message else "-")
-    code = ((record or {}).get("error") or {}).get("code", "")
+    state = record.status.value if record else ("no record" if message else "-")
+    code = record.error.code if record and record.error else ""
     return {
         "message": letter.message_id,
         "sent": isoformat(datetime.fromtimestamp(letter.sent_at_ms / 1000, tz=UTC)),
@@ -178,28 +183,19 @@ async def run_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def requeue_note(store: JobStore, message: JobMessage, record: dict[str, Any] | None) -> str:
+async def requeue_note(store: JobStore, message: JobMessage) -> str:
     """Set a redriven job's record back to QUEUED when it is its retryable FAILED record."""
-    if record is None:
-        return "no record"
-    if record.get("job_id") != message.job_id:
+    outcome = await store.requeue(message.user_id, message.video_id, message.job_id)
+    if isinstance(outcome, JobRecord):
+        return "QUEUED"
+    if outcome.verdict is Verdict.STALE:
         return "record is another upload's (worker will drop it)"
-    status, error = record.get("status"), record.get("error") or {}
-    if status == Status.FAILED and not error.get("retryable"):
-        return f"FAILED {error.get('code')}, permanent (worker will drop it)"
-    if status != Status.FAILED:
-        return f"{status} (left as is)"
-    failed_at = record.get("failed_at")
-    requeued = await store.requeue(
-        message.user_id, message.video_id, message.job_id, failed_at=failed_at
-    )
-    return "QUEUED" if requeued else "changed meanwhile (left as is)"
+    return f"{outcome.reason} (left as is)"
 
 
 async def redrive_one(services: app.Services, letter: DeadLetter) -> dict[str, Any]:
     message, ids = read_letter(letter)
     row = {"message": letter.message_id, **ids, "ok": False}
-    record = await services.store.get(message.user_id, message.video_id) if message else None
     try:
         row["result"] = f"sent as {await services.queue.resend(letter)}"
     except (TranscoderError, ClientError) as exc:
@@ -208,7 +204,7 @@ async def redrive_one(services: app.Services, letter: DeadLetter) -> dict[str, A
         row["result"] = f"send failed, still in the DLQ: {exc}"
         return row
     row["ok"] = True
-    row["record"] = await requeue_note(services.store, message, record) if message else "poison"
+    row["record"] = await requeue_note(services.store, message) if message else "poison"
     return row
 
 
@@ -259,34 +255,26 @@ async def run_dlq_redrive(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
-def retry_refusal(record: dict[str, Any] | None) -> str | None:
-    if record is None:
-        return "no such job"
-    error = record.get("error") or {}
-    if record.get("status") != Status.FAILED:
-        return f"the job is {record.get('status')}; only FAILED jobs are retried"
-    if not error.get("retryable"):
-        return f"it failed permanently ({error.get('code')}): upload the video again instead"
-    if not record.get("message"):
-        return "the record has no stored message to send"
-    return None
-
-
 async def run_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-send the job the record describes now, then set the record back to ``QUEUED``."""
     async with open_clients(settings) as clients:
         services = await app.connect(clients, settings)
         record = await services.store.get(args.user, args.video_id)
-        refusal = retry_refusal(record)
-        if refusal is not None or record is None:
-            print(f"retry {args.user}/{args.video_id}: {refusal}", file=sys.stderr)
+        check = transitions.retry(record, None, services.store.now())
+        message = record.job_message() if record is not None else None
+        if isinstance(check, Refusal) or record is None or message is None:
+            reason = check.reason if isinstance(check, Refusal) else "no stored message"
+            print(f"retry {args.user}/{args.video_id}: {reason}", file=sys.stderr)
             return 1
-        message = JobMessage.model_validate_json(str(record["message"]))
         message_id = await services.queue.send(message.model_dump_json())
-        requeued = await services.store.requeue(
-            message.user_id, message.video_id, message.job_id, failed_at=record.get("failed_at")
-        )
-    row = {"video": message.video_id, "job": message.job_id, "message": message_id}
-    row.update(record="QUEUED" if requeued else "changed meanwhile", was=record["error"]["code"])
+        requeued = await services.store.requeue(message.user_id, message.video_id, message.job_id)
+    row: dict[str, str | None] = {
+        "video": message.video_id,
+        "job": message.job_id,
+        "message": message_id,
+    }
+    row["record"] = "QUEUED" if isinstance(requeued, JobRecord) else "changed meanwhile"
+    row["was"] = record.error.code if record.error else None
     _print(row, table(("video", "job", "was", "message", "record"), [row]), args.json)
     return 0
 

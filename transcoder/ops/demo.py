@@ -111,7 +111,8 @@ async def wait_for_terminal(
     deadline = time.monotonic() + timeout_s
     last_line = ""
     while True:
-        records = [await services.store.get(j.user_id, j.video_id) for j in jobs]
+        found = [await services.store.get(j.user_id, j.video_id) for j in jobs]
+        records = [r.model_dump(mode="json", exclude_none=True) if r else None for r in found]
         states = [(r or {}).get("status", "?") for r in records]
         line = "  ".join(
             f"{j.video_id}: {s}"

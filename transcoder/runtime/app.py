@@ -25,6 +25,7 @@ from transcoder.config import Settings
 from transcoder.domain.errors import TranscoderError
 from transcoder.logs import get_logger
 from transcoder.media.ffmpeg import EncodeOptions
+from transcoder.runtime.decision import RetryPolicy
 from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.pipeline import Pipeline, PipelineConfig
 from transcoder.runtime.scratch import ScratchSpace
@@ -81,6 +82,18 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
     )
 
 
+def retry_policy(settings: Settings, max_receive_count: int) -> RetryPolicy:
+    return RetryPolicy(
+        max_receive_count=max_receive_count,
+        visibility_s=settings.visibility_timeout_s,
+        retry_base_s=settings.retry_base_s,
+        retry_max_s=settings.retry_max_s,
+        defer_base_s=settings.defer_base_s,
+        defer_max_s=settings.defer_max_s,
+        jitter_min=settings.retry_jitter_min,
+    )
+
+
 async def build_worker(
     settings: Settings, services: Services, health: metrics.Health | None = None
 ) -> Worker:
@@ -89,11 +102,14 @@ async def build_worker(
         slots=settings.slots,
         wait_time_s=settings.wait_time_s,
         visibility_s=settings.visibility_timeout_s,
-        max_receive_count=max_receive_count,
-        retry_base_s=settings.retry_base_s,
-        retry_max_s=settings.retry_max_s,
         shutdown_grace_s=settings.shutdown_grace_s,
         worker_id=settings.worker_id,
+        bucket=settings.bucket,
+        policy=retry_policy(settings, max_receive_count),
+        receive_backoff_base_s=settings.receive_backoff_base_s,
+        receive_backoff_max_s=settings.receive_backoff_max_s,
+        settle_attempts=settings.settle_attempts,
+        settle_backoff_s=settings.settle_backoff_s,
         liveness=LivenessConfig(
             visibility_s=settings.visibility_timeout_s,
             interval_s=settings.heartbeat_interval_s,

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from transcoder import metrics
-from transcoder.aws.queue import Delivery, JobQueue
-from transcoder.aws.status import JobStore, Lease
+from transcoder.aws.queue import Delivery
 from transcoder.domain.errors import AwsUnavailable, LeaseLost, ProcessingTimeout, Stalled
+from transcoder.domain.transitions import Lease
 from transcoder.logs import get_logger
 from transcoder.media.progress import Progress
+from transcoder.runtime.ports import JobQueuePort, JobStorePort, Monotonic, Sleep
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -77,13 +78,16 @@ class Liveness:
 
     def __init__(
         self,
-        queue: JobQueue,
-        store: JobStore,
+        queue: JobQueuePort,
+        store: JobStorePort,
         delivery: Delivery,
         lease: Lease,
         progress: Progress,
         config: LivenessConfig,
         extra_renewals: tuple[Renewal, ...] = (),
+        *,
+        monotonic: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._queue = queue
         self._store = store
@@ -92,6 +96,8 @@ class Liveness:
         self._progress = progress
         self._config = config
         self._extra = extra_renewals
+        self._monotonic = monotonic
+        self._sleep = sleep
         # Monotonic deadlines of what we last secured; the claim set the lease to the first one.
         self._visible_at = delivery.received_at + config.visibility_s
         self._lease_until = self._visible_at - LEASE_SKEW_S
@@ -99,7 +105,7 @@ class Liveness:
     async def watch(self) -> NoReturn:
         delay = self._config.interval_s
         while True:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             self._check_ownership()  # first: a job we may no longer own must write nothing
             self._check_health()
             delay = await self._renew_within_margin()
@@ -107,7 +113,7 @@ class Liveness:
 
     def margin_s(self) -> float:
         """Seconds until our visibility or our lease, as last renewed, runs out."""
-        return min(self._visible_at, self._lease_until) - time.monotonic()
+        return min(self._visible_at, self._lease_until) - self._monotonic()
 
     def _check_health(self) -> None:
         stalled_s = self._progress.stalled_for_s()
@@ -115,7 +121,7 @@ class Liveness:
             raise Stalled(
                 f"ffmpeg wrote no frame for {stalled_s:.0f} s (frame {self._progress.frame})"
             )
-        elapsed = time.monotonic() - self._delivery.received_at
+        elapsed = self._monotonic() - self._delivery.received_at
         if elapsed + 2 * self._config.interval_s > self._config.max_job_duration_s:
             raise ProcessingTimeout(
                 f"job ran {elapsed:.0f} s, reaching the {self._config.max_job_duration_s:.0f} s "
@@ -155,7 +161,7 @@ class Liveness:
         return self._config.interval_s
 
     async def _renew(self) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         if self._visible_at - now < self._config.visibility_s * 2 / 3:
             await self._queue.set_visibility(self._delivery, self._config.visibility_s)
             self._visible_at = now + self._config.visibility_s

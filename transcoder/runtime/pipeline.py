@@ -16,19 +16,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from transcoder import metrics
 from transcoder.aws.gateway import GatewayConfig, SourceGateway
-from transcoder.aws.storage import ObjectInfo, Storage
-from transcoder.config import Rung
+from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
 from transcoder.domain.job import output_key as rendition_key
+from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
 from transcoder.media import encoder, ladder, probe, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.progress import Progress
+
+if TYPE_CHECKING:
+    from transcoder.runtime.ports import StoragePort
 
 log = get_logger(__name__)
 DEFAULT_GATEWAY = GatewayConfig()
@@ -116,7 +119,7 @@ def blame(error: TranscoderError, seen: TranscoderError | None) -> TranscoderErr
 class Pipeline:
     """Transcodes one job's source into its renditions and uploads them."""
 
-    def __init__(self, storage: Storage, config: PipelineConfig) -> None:
+    def __init__(self, storage: StoragePort, config: PipelineConfig) -> None:
         self._storage = storage
         self._config = config
 
@@ -128,6 +131,7 @@ class Pipeline:
         before_publish: PublishGuard | None = None,
     ) -> PipelineResult:
         started = time.monotonic()
+        self._check_renditions(message)
         info = await self._locate(message)
         self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
@@ -215,9 +219,48 @@ class Pipeline:
         async with gateway as url:
             yield url, gateway
 
+    def _check_renditions(self, message: JobMessage) -> None:
+        known = {rung.name for rung in self._config.ladder}
+        unknown = [name for name in message.renditions if name not in known]
+        if unknown:
+            raise InputRejected(
+                f"rendition(s) {', '.join(unknown)} are not in this worker's ladder "
+                f"({', '.join(sorted(known))}); fix TRANSCODER_RENDITIONS / TRANSCODER_LADDER",
+                reason=Reason.UNKNOWN_RENDITION,
+            )
+
+    async def _still_uploaded(self, message: JobMessage) -> None:
+        """The upload was not deleted: its key still has a current object.
+
+        On a versioned bucket a deleted object's version stays readable, so reading the pinned
+        version is not enough: the key without a version answers 404 once a delete marker is on
+        top. Checked before reading and again before publishing.
+        """
+        try:
+            await self._storage.head(message.key)
+        except InputRejected as exc:
+            if exc.reason is not Reason.SOURCE_NOT_FOUND:
+                raise
+            raise InputRejected(
+                f"s3://{message.bucket}/{message.key} was deleted by its owner; "
+                "nothing is published (upload it again to transcode it)",
+                reason=Reason.SOURCE_DELETED,
+            ) from exc
+
     async def _locate(self, message: JobMessage) -> ObjectInfo:
         """Check the object still is what the message says it is."""
-        info = await self._storage.head(message.key, version_id=message.source_version)
+        if message.source_version:
+            await self._still_uploaded(message)
+        try:
+            info = await self._storage.head(message.key, version_id=message.source_version)
+        except InputRejected as exc:
+            if exc.reason is not Reason.SOURCE_NOT_FOUND:
+                raise
+            raise InputRejected(
+                f"s3://{message.bucket}/{message.key} was deleted before it was read; "
+                "nothing is published (upload it again to transcode it)",
+                reason=Reason.SOURCE_DELETED,
+            ) from exc
         if info.size_bytes == 0:
             raise InputRejected("the upload is empty (0 bytes)", reason=Reason.INPUT_EMPTY)
         if info.size_bytes > self._config.max_input_bytes:
@@ -265,7 +308,10 @@ class Pipeline:
         # worker that lost its job (or an older upload's job) never replaces newer outputs. The
         # lease is confirmed while the renditions are checked: both must pass before any upload.
         with metrics.STAGE_DURATION.labels("verify").time():
-            async with alongside(before_publish() if before_publish is not None else None):
+            async with (
+                alongside(before_publish() if before_publish is not None else None),
+                alongside(self._still_uploaded(message)),
+            ):
                 checked = await self._verify(outputs, encoded.media, plan)
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():

@@ -2,11 +2,10 @@
 
 * Receive only when a slot is free (``MaxNumberOfMessages`` = free slots): the visibility clock
   starts at receive, so a message must never wait in memory for a slot.
-* Each job runs in its own task under a liveness watcher; whatever happens, it ends in exactly one
-  ``Outcome``, and ``settle`` maps that outcome to the DynamoDB write and the SQS action (the table
-  in DESIGN.md; ``transcoder.runtime.settlement``). The same outcome labels the log line and the
-  metric.
-  Settling is shielded from cancellation: a shutdown never leaves a half-written result.
+* Each delivery runs in its own task: the worker gathers what happened to it (``Facts``: parsed or
+  not, claimed or not, what the pipeline returned or raised), ``decision.decide`` turns that into
+  exactly one ``Outcome``, once, and the ``Settler`` executes it (the DynamoDB write, then the SQS
+  action), shielded from cancellation. The outcome's label names the log line and the metric.
 * Shutdown: ``stop`` stops receiving; jobs that will finish inside the grace period finish, the
   rest are cancelled (ffmpeg killed) and handed back with visibility 0; ``force`` cancels all.
 * ECS scale-in protection (``protection``, see ``transcoder.aws.protection``): while the worker has
@@ -14,7 +13,7 @@
   comes back empty with nothing running releases it, so an idle task polls unprotected and
   scale-in can stop it; an idle task that receives work protects itself before claiming it.
   Refused: the messages are given back, and nothing is received until the agent grants it.
-* Retry policy and the DLQ: see ``transcoder.runtime.settlement``.
+* Retry policy and the DLQ: see ``transcoder.runtime.decision``.
 """
 
 from __future__ import annotations
@@ -23,25 +22,22 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from transcoder import metrics
-from transcoder.aws.protection import Protection, Unprotected
-from transcoder.aws.queue import Delivery, JobQueue
-from transcoder.aws.status import JobStore, Lease, Verdict, decide_claim
-from transcoder.domain.errors import (
-    AwsUnavailable,
-    InvalidMessage,
-    LeaseLost,
-    PermanentError,
-    TranscoderError,
-)
-from transcoder.domain.job import JobMessage, SourceFacts
+from transcoder.aws.protection import Unprotected
+from transcoder.aws.queue import Delivery
+from transcoder.domain.errors import AwsUnavailable, InvalidMessage, LeaseLost, TranscoderError
+from transcoder.domain.job import JobMessage, SourceFacts, newer_schema, raw_ids
+from transcoder.domain.transitions import Lease, Refusal
 from transcoder.logs import bind_job, clear_job, get_logger
 from transcoder.media.progress import Progress
+from transcoder.runtime import decision
+from transcoder.runtime.decision import Facts, RetryPolicy, error_info
 from transcoder.runtime.liveness import (
     Liveness,
     LivenessConfig,
@@ -49,30 +45,23 @@ from transcoder.runtime.liveness import (
     lease_horizon_s,
     supervise,
 )
-from transcoder.runtime.pipeline import Pipeline
+from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
+from transcoder.runtime.ports import JobQueuePort, JobStorePort, ProtectionPort, Sleep
 from transcoder.runtime.scratch import ScratchSpace
-from transcoder.runtime.settlement import (
-    Outcome,
-    Settlement,
-    Settler,
-    backoff_s,
-    error_info,
-    exhausted,
-    held_delay_s,
-)
+from transcoder.runtime.settlement import Settler
 
 log = get_logger(__name__)
-# Re-exported: the outcome vocabulary and the retry policy live in transcoder.runtime.settlement.
-__all__ = [
-    "Outcome",
-    "Running",
-    "Settlement",
-    "Worker",
-    "WorkerConfig",
-    "backoff_s",
-    "error_info",
-    "parse_message",
-]
+__all__ = ["Running", "Worker", "WorkerConfig", "parse_message"]
+
+
+class PipelinePort(Protocol):
+    async def run(
+        self,
+        message: JobMessage,
+        progress: Progress,
+        on_source: SourceCallback,
+        before_publish: PublishGuard | None = None,
+    ) -> PipelineResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +69,15 @@ class WorkerConfig:
     slots: int
     wait_time_s: int
     visibility_s: int
-    max_receive_count: int
-    retry_base_s: float
-    retry_max_s: float
     shutdown_grace_s: float
     worker_id: str
+    bucket: str
     liveness: LivenessConfig
+    policy: RetryPolicy
+    receive_backoff_base_s: float = 1.0
+    receive_backoff_max_s: float = 30.0
+    settle_attempts: int = 4
+    settle_backoff_s: float = 0.5
 
 
 @dataclass
@@ -94,13 +86,29 @@ class Running:
     progress: Progress = field(default_factory=Progress)
 
 
-def parse_message(body: str) -> JobMessage:
+def parse_message(body: str, bucket: str) -> JobMessage:
+    """The job in a message body, trusted only as far as it is consistent with this worker.
+
+    Poison (``InvalidMessage``): a body that is not a job message, a bucket that is not the
+    worker's, a key outside ``raw/``, or ids that are not the ones the key names.
+    """
     try:
-        return JobMessage.model_validate_json(body)
+        message = JobMessage.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise InvalidMessage(f"not a job message: {where}: {first['msg']}") from None
+    if message.bucket != bucket:
+        raise InvalidMessage(f"bucket {message.bucket!r} is not this worker's ({bucket!r})")
+    ids = raw_ids(message.key)
+    if ids is None:
+        raise InvalidMessage(f"key {message.key!r} is not raw/{{userId}}/{{videoId}}.{{ext}}")
+    if ids != (message.user_id, message.video_id):
+        raise InvalidMessage(
+            f"key {message.key!r} names {ids[0]}/{ids[1]}, the message says "
+            f"{message.user_id}/{message.video_id}"
+        )
+    return message
 
 
 class Worker:
@@ -109,30 +117,40 @@ class Worker:
     def __init__(
         self,
         config: WorkerConfig,
-        queue: JobQueue,
-        store: JobStore,
-        pipeline: Pipeline,
+        queue: JobQueuePort,
+        store: JobStorePort,
+        pipeline: PipelinePort,
         *,
         health: metrics.Health | None = None,
         renewals: tuple[Renewal, ...] = (),
         rng: random.Random | None = None,
-        protection: Protection | None = None,
+        protection: ProtectionPort | None = None,
         scratch: ScratchSpace | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._config = config
         self._queue = queue
         self._store = store
         self._pipeline = pipeline
         self._health = health or metrics.Health(max_silence_s=config.wait_time_s + 60)
-        self._protection = protection or Unprotected()
+        self._protection: ProtectionPort = protection or Unprotected()
         self._renewals = (*renewals, self._protection.renew)
         self._scratch = scratch
         self._refused = False  # the agent refused protection last time we asked
         self._rng = rng or random.Random()
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._running: dict[str, Running] = {}
         self._slot_freed = asyncio.Event()
-        self._settler = Settler(queue, store, config.max_receive_count)
-        self.settled = self._settler.settled  # recent outcomes, for the demo
+        self._settler = Settler(
+            queue,
+            store,
+            attempts=config.settle_attempts,
+            backoff_s=config.settle_backoff_s,
+            sleep=sleep,
+        )
+        self.settled = self._settler.settled  # recent settlements, for the demo and tests
 
     # ----------------------------------------------------------------- the loop
 
@@ -161,7 +179,12 @@ class Worker:
             deliveries = await self._receive(free)
             if deliveries is None:
                 failures += 1
-                delay = backoff_s(failures, 1.0, 30.0, self._rng)
+                delay = self._config.policy.backoff_s(
+                    failures,
+                    self._config.receive_backoff_base_s,
+                    self._config.receive_backoff_max_s,
+                    self._rng,
+                )
                 log.info("worker.backing_off", failures=failures, retry_in_s=delay)
                 await self._sleep_unless(stop, delay)
                 continue
@@ -198,7 +221,7 @@ class Worker:
             task = asyncio.create_task(self._give_back(delivery))
         else:
             task = asyncio.create_task(self._handle(delivery))
-        running = Running(task=task)
+        running = Running(task=task, progress=Progress(clock=self._monotonic))
         self._running[delivery.message_id] = running
         metrics.IN_FLIGHT.set(len(self._running))
 
@@ -249,79 +272,69 @@ class Worker:
 
     async def _coordinate_shutdown(self, stop: asyncio.Event, force: asyncio.Event) -> None:
         await stop.wait()
-        deadline = time.monotonic() + self._config.shutdown_grace_s
+        deadline = self._monotonic() + self._config.shutdown_grace_s
         log.info(
             "worker.stopping", running=len(self._running), grace_s=self._config.shutdown_grace_s
         )
         for running in list(self._running.values()):
             eta = running.progress.eta_s()
-            if eta is None or time.monotonic() + eta + 5 > deadline:
+            if eta is None or self._monotonic() + eta + 5 > deadline:
                 log.info("job.interrupting", eta_s=eta)
                 running.task.cancel()
-        while self._running and not force.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
+        while self._running and not force.is_set() and self._monotonic() < deadline:
+            await self._sleep(0.2)
         for running in list(self._running.values()):
             running.task.cancel()
 
     # ------------------------------------------------------------------ one job
 
     async def _handle(self, delivery: Delivery) -> None:
+        """Gather the facts of one delivery, decide once, execute the outcome."""
         clear_job()
         bind_job(message_id=delivery.message_id, receive_count=delivery.receive_count)
-        started = time.monotonic()
+        started = self._monotonic()
+        facts = await self._facts(delivery)
+        outcome = decision.decide(facts, delivery.receive_count, self._config.policy, self._rng)
+        settled = await self._settler.commit(outcome, delivery)
+        metrics.JOB_DURATION.labels(settled.label).observe(self._monotonic() - started)
+        if isinstance(facts, decision.Interrupted):
+            raise asyncio.CancelledError  # the job was handed back; finish the cancellation
+
+    async def _facts(self, delivery: Delivery) -> Facts:
         try:
-            settlement = await self._process(delivery)
+            return await self._claim_and_run(delivery)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the loop must never die of one job: retry it later
+        except Exception as exc:  # the loop must never die of one job: a bug, retried later
             log.exception("job.crashed")
-            delay = backoff_s(delivery.receive_count, 5.0, 120.0, self._rng)
-            settlement = await self._commit(
-                Settlement(Outcome.DEFERRED, delivery, error=error_info(exc), delay_s=delay)
-            )
-        metrics.JOB_DURATION.labels(settlement.outcome).observe(time.monotonic() - started)
+            return decision.Crashed(error_info(exc))
 
-    async def _process(self, delivery: Delivery) -> Settlement:
+    async def _claim_and_run(self, delivery: Delivery) -> Facts:
+        version = newer_schema(delivery.body)
+        if version is not None:
+            log.warning("job.newer_schema", version=version)
+            return decision.FromNewerProducer(version)
         try:
-            message = parse_message(delivery.body)
-        except PermanentError as exc:
-            return await self._commit(Settlement(Outcome.POISON, delivery, error=error_info(exc)))
+            message = parse_message(delivery.body, self._config.bucket)
+        except InvalidMessage as exc:
+            return decision.NotAJob(error_info(exc))
         bind_job(job_id=message.job_id, video_id=message.video_id, trace_id=message.trace_id)
+        lease_s = lease_horizon_s(delivery, self._config.visibility_s, self._monotonic())
         try:
-            return await self._claim_and_run(delivery, message)
-        except AwsUnavailable as exc:  # before the claim: nothing to release
-            delay = backoff_s(delivery.receive_count, 5.0, 120.0, self._rng)
-            settlement = Settlement(
-                Outcome.DEFERRED, delivery, error=error_info(exc), delay_s=delay
+            claimed = await self._store.claim(
+                message, owner=self._config.worker_id, lease_s=lease_s
             )
-            return await self._commit(settlement)
-
-    async def _claim_and_run(self, delivery: Delivery, message: JobMessage) -> Settlement:
-        record = await self._store.get(message.user_id, message.video_id)
-        decision = decide_claim(record, message, time.time())
-        if decision.verdict is not Verdict.CLAIM:
-            outcome = {
-                Verdict.DUPLICATE: Outcome.DUPLICATE,
-                Verdict.ALREADY_FAILED: Outcome.DUPLICATE,
-                Verdict.SUPERSEDED: Outcome.SUPERSEDED,
-                Verdict.HELD: Outcome.HELD,
-            }[decision.verdict]
-            delay = self._held_delay(delivery, decision.lease_remaining_s)
-            return await self._commit(Settlement(outcome, delivery, delay_s=delay))
-        lease_s = lease_horizon_s(delivery, self._config.visibility_s, time.monotonic())
-        lease = await self._store.claim(
-            message, record, owner=self._config.worker_id, lease_s=lease_s
-        )
-        if lease is None:
-            delay = self._held_delay(delivery, self._config.visibility_s)
-            return await self._commit(Settlement(Outcome.HELD, delivery, delay_s=delay))
-        bind_job(attempt=lease.attempt)
+        except AwsUnavailable as exc:  # before the claim: nothing to release
+            return decision.TableUnreachable(error_info(exc))
+        if isinstance(claimed, Refusal):
+            return decision.NotClaimed(claimed)
+        bind_job(attempt=claimed.attempt)
         log.info("job.claimed", key=message.key)
-        return await self._commit(await self._run(delivery, message, lease))
+        return await self._run(delivery, message, claimed)
 
-    async def _run(self, delivery: Delivery, message: JobMessage, lease: Lease) -> Settlement:
+    async def _run(self, delivery: Delivery, message: JobMessage, lease: Lease) -> Facts:
         running = self._running.get(delivery.message_id)
-        progress = running.progress if running else Progress()
+        progress = running.progress if running else Progress(clock=self._monotonic)
         liveness = Liveness(
             self._queue,
             self._store,
@@ -330,6 +343,8 @@ class Worker:
             progress,
             self._config.liveness,
             self._renewals,
+            monotonic=self._monotonic,
+            sleep=self._sleep,
         )
 
         async def on_source(facts: SourceFacts) -> None:
@@ -343,40 +358,19 @@ class Worker:
                 liveness.watch(),
             )
         except asyncio.CancelledError:
-            await self._commit(Settlement(Outcome.HANDED_BACK, delivery, lease))
-            raise
+            return decision.Interrupted(lease)
         except LeaseLost as exc:
-            return Settlement(Outcome.LEASE_LOST, delivery, lease, error=error_info(exc))
+            return decision.LostLease(error_info(exc))
         except Exception as exc:
-            return self._failure(delivery, lease, exc)
-        return Settlement(Outcome.COMPLETED, delivery, lease, result=result)
-
-    def _failure(self, delivery: Delivery, lease: Lease, exc: Exception) -> Settlement:
-        error = error_info(exc)
-        if not error.retryable:
-            return Settlement(Outcome.FAILED, delivery, lease, error=error)
-        if delivery.receive_count >= self._config.max_receive_count:
-            spent = exhausted(error, delivery.receive_count)
-            return Settlement(Outcome.EXHAUSTED, delivery, lease, error=spent)
-        delay = backoff_s(
-            delivery.receive_count, self._config.retry_base_s, self._config.retry_max_s, self._rng
-        )
-        return Settlement(Outcome.RETRY, delivery, lease, error=error, delay_s=delay)
-
-    def _held_delay(self, delivery: Delivery, lease_remaining_s: float) -> int:
-        return held_delay_s(
-            self._config.visibility_s, delivery.receive_count, lease_remaining_s, self._rng
-        )
+            return decision.Errored(lease, error_info(exc))
+        return decision.Succeeded(lease, result.renditions)
 
     async def _give_back(self, delivery: Delivery) -> None:
+        """Received while stopping, or protection refused: visible again at once."""
+        outcome = decision.GiveBack(
+            decision.Label.HANDED_BACK,
+            0,
+            resend=delivery.receive_count >= self._config.policy.max_receive_count,
+        )
         with contextlib.suppress(TranscoderError):
-            await self._settler.give_back(delivery, 0)
-
-    # ----------------------------------------------------- the one decision point
-
-    async def settle(self, s: Settlement) -> None:
-        """Map an outcome to its DynamoDB write and SQS action (``Settler.steps``)."""
-        await self._settler.settle(s)
-
-    async def _commit(self, settlement: Settlement) -> Settlement:
-        return await self._settler.commit(settlement)
+            await self._settler.commit(outcome, delivery)

@@ -1,0 +1,315 @@
+"""Type-checked fakes of the runtime's ports (``transcoder.runtime.ports``), for unit tests.
+
+Each fake implements its protocol (mypy checks it wherever a fake is passed as a port) and records
+what it was asked. ``FakeStore`` is not a stub: it keeps real ``JobRecord``s and applies the real
+transitions, so a test sees the same refusals the DynamoDB adapter would produce. ``FakeClock``
+replaces ``time.monotonic`` and ``asyncio.sleep`` so liveness and shutdown run without real waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from transcoder.aws.queue import Delivery
+from transcoder.aws.storage import ObjectInfo, Uploaded
+from transcoder.domain import transitions
+from transcoder.domain.errors import InputRejected, LeaseLost
+from transcoder.domain.job import (
+    ErrorInfo,
+    JobMessage,
+    RawKey,
+    Reason,
+    RenditionRecord,
+    RenditionStatus,
+    SourceFacts,
+)
+from transcoder.domain.record import JobRecord
+from transcoder.domain.transitions import Clock, Decision, Lease, Refusal, Verdict
+from transcoder.media.progress import Progress
+from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
+
+SOURCE = SourceFacts(
+    size_bytes=1,
+    duration_s=1.0,
+    width=1280,
+    height=720,
+    display_width=1280,
+    display_height=720,
+    fps=25.0,
+    video_codec="h264",
+    audio_codec=None,
+    rotation=0,
+    pix_fmt="yuv420p",
+    container="mp4",
+)
+RESULT = PipelineResult(
+    source=SOURCE,
+    renditions={"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")},
+)
+BUCKET = "media"
+
+
+def job(video: str = "v1", user: str = "u1", **overrides: Any) -> JobMessage:
+    message = JobMessage.for_object(
+        bucket=BUCKET,
+        key=f"raw/{user}/{video}.mp4",
+        raw=RawKey(user, video, "mp4"),
+        etag="e",
+        version_id=None,
+        trace_id="t",
+    )
+    return message.model_copy(update=overrides) if overrides else message
+
+
+def delivery(
+    body: str, receive_count: int = 1, message_id: str = "m1", received_at: float | None = None
+) -> Delivery:
+    at = time.monotonic() if received_at is None else received_at
+    return Delivery(message_id, f"rh-{message_id}", body, receive_count, at)
+
+
+class FakeClock:
+    """A monotonic clock that only moves when someone sleeps on it (or ``advance`` is called)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)  # let other tasks run; no wall-clock wait
+
+
+@dataclass
+class FakeQueue:
+    """``JobQueuePort``: an inbox, and a log of every action taken on a delivery."""
+
+    inbox: list[Delivery] = field(default_factory=list)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    receive_sizes: list[int] = field(default_factory=list)
+    failures: dict[str, list[Exception]] = field(default_factory=dict)
+
+    async def _call(self, name: str, value: Any = None) -> None:
+        self.calls.append((name, value))
+        pending = self.failures.get(name)
+        if pending:
+            raise pending.pop(0)
+
+    async def receive(self, max_messages: int, *, wait_s: int, visibility_s: int) -> list[Delivery]:
+        self.receive_sizes.append(max_messages)
+        taken, self.inbox = self.inbox[:max_messages], self.inbox[max_messages:]
+        if not taken:
+            await asyncio.sleep(0.01)
+        return taken
+
+    async def delete(self, delivery: Delivery) -> None:
+        await self._call("delete", delivery.message_id)
+
+    async def set_visibility(self, delivery: Delivery, seconds: int) -> None:
+        await self._call("visibility", seconds)
+
+    async def requeue(self, delivery: Delivery, *, delay_s: int = 0) -> str:
+        await self._call("requeue", delay_s)
+        return f"{delivery.message_id}-again"
+
+    async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
+        await self._call("dead_letter", reason)
+
+
+@dataclass
+class FakeStore:
+    """``JobStorePort`` over in-memory ``JobRecord``s, written through the real transitions.
+
+    ``lose_lease_on`` makes that write find the lease taken over (as if another worker claimed);
+    ``failures`` raises the given exceptions before the named call does anything.
+    """
+
+    records: dict[tuple[str, str], JobRecord] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    lose_lease_on: str | None = None
+    failures: dict[str, list[Exception]] = field(default_factory=dict)
+    epoch_s: Callable[[], float] = time.time
+
+    def clock(self) -> Clock:
+        return Clock(datetime.fromtimestamp(self.epoch_s(), tz=UTC))
+
+    def put(self, record: JobRecord) -> None:
+        self.records[(record.user_id, record.video_id)] = record
+
+    def get(self, user_id: str = "u1", video_id: str = "v1") -> JobRecord | None:
+        return self.records.get((user_id, video_id))
+
+    def _apply(self, name: str, ids: tuple[str, str], decide: Callable[..., Decision]) -> Decision:
+        pending = self.failures.get(name)
+        if pending:
+            raise pending.pop(0)
+        if self.lose_lease_on == name:
+            raise LeaseLost("taken over by another attempt")
+        decision = decide(self.records.get(ids))
+        if isinstance(decision, transitions.Write):
+            self.records[ids] = decision.record
+        return decision
+
+    async def _fenced(
+        self, name: str, lease: Lease, value: Any, decide: Callable[..., Decision]
+    ) -> None:
+        decision = self._apply(name, (lease.user_id, lease.video_id), decide)
+        if isinstance(decision, Refusal):
+            if decision.verdict is Verdict.SOURCE_DELETED:
+                raise InputRejected(decision.reason, reason=Reason.SOURCE_DELETED)
+            raise LeaseLost(decision.reason)
+        self.calls.append((name, value))
+
+    async def claim(self, message: JobMessage, *, owner: str, lease_s: float) -> Lease | Refusal:
+        ids = (message.user_id, message.video_id)
+        decision = self._apply(
+            "claim", ids, lambda r: transitions.claim(r, message, owner, lease_s, self.clock())
+        )
+        if isinstance(decision, Refusal):
+            return decision
+        self.calls.append(("claim", owner))
+        return transitions.lease_of(decision.record)
+
+    async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
+        await self._fenced(
+            "renew",
+            lease,
+            progress,
+            lambda r: transitions.renew(r, lease, lease_s, progress, self.clock()),
+        )
+
+    async def confirm(self, lease: Lease) -> None:
+        await self._fenced(
+            "confirm", lease, None, lambda r: transitions.confirm(r, lease, self.clock())
+        )
+
+    async def record_source(self, lease: Lease, source: SourceFacts) -> None:
+        await self._fenced(
+            "record_source",
+            lease,
+            source.width,
+            lambda r: transitions.record_source(r, lease, source, self.clock()),
+        )
+
+    async def mark_completed(self, lease: Lease, renditions: dict[str, RenditionRecord]) -> None:
+        await self._fenced(
+            "mark_completed",
+            lease,
+            sorted(renditions),
+            lambda r: transitions.complete(r, lease, renditions, self.clock()),
+        )
+
+    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:
+        await self._fenced(
+            "mark_failed",
+            lease,
+            error.code,
+            lambda r: transitions.fail(r, lease, error, self.clock()),
+        )
+
+    async def release(self, lease: Lease, error: ErrorInfo | None) -> None:
+        await self._fenced(
+            "release",
+            lease,
+            error.code if error else None,
+            lambda r: transitions.hand_back(r, lease, error, self.clock()),
+        )
+
+
+@dataclass
+class FakePipeline:
+    """The pipeline: succeed, raise ``behaviour``, or ``"hang"`` (in transcode, never finishing)."""
+
+    behaviour: Any = None
+    runs: int = 0
+    published: bool = False
+    hang_s: float = 3600.0
+
+    async def run(
+        self,
+        message: JobMessage,
+        progress: Progress,
+        on_source: SourceCallback,
+        before_publish: PublishGuard | None = None,
+    ) -> PipelineResult:
+        self.runs += 1
+        await on_source(SOURCE)
+        if self.behaviour == "hang":
+            progress.enter("transcode")
+            await asyncio.sleep(self.hang_s)
+        if isinstance(self.behaviour, BaseException):
+            raise self.behaviour
+        if before_publish is not None:
+            await before_publish()
+        self.published = True
+        return RESULT
+
+
+@dataclass
+class FakeProtection:
+    """``ProtectionPort``: grants or refuses scale-in protection; counts the calls."""
+
+    grant: bool = True
+    protected: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    async def acquire(self) -> bool:
+        self.calls.append("acquire")
+        self.protected = self.grant
+        return self.grant
+
+    async def renew(self) -> None:
+        self.calls.append("renew")
+
+    async def release(self) -> None:
+        self.calls.append("release")
+        self.protected = False
+
+
+@dataclass
+class FakeStorage:
+    """``StoragePort``: objects by key; ``head`` of a missing key is ``source_not_found``."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    async def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        if key not in self.objects:
+            raise InputRejected(f"{key} does not exist", reason=Reason.SOURCE_NOT_FOUND)
+        return ObjectInfo(size_bytes=len(self.objects[key]), etag="e", version_id=version_id)
+
+    async def read_range(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> bytes:
+        return self.objects[key][start : end + 1]
+
+    async def presign_get(self, key: str, *, ttl_s: int, version_id: str | None = None) -> str:
+        return f"http://127.0.0.1:1/{key}"
+
+    async def upload(self, path: Path, key: str, *, content_type: str = "video/mp4") -> Uploaded:
+        self.objects[key] = path.read_bytes()
+        return Uploaded(key=key, size_bytes=len(self.objects[key]), etag="e", parts=1)
+
+
+def record_for(message: JobMessage, **changes: Any) -> JobRecord:
+    """The record the enqueue Lambda writes for ``message``, with ``changes``."""
+    clock = Clock(datetime.now(UTC) - timedelta(seconds=1))
+    placed = transitions.upload_seen(None, message, clock, size_bytes=1)
+    assert isinstance(placed, transitions.Write)
+    return placed.record.model_copy(update=changes)
