@@ -134,7 +134,7 @@ class Storage:
                     f"s3://{self.bucket}/{key} does not exist (deleted after upload?)",
                     reason=Reason.SOURCE_NOT_FOUND,
                 ) from exc
-            raise AwsUnavailable(f"s3.head_object: {error_code(exc)}") from exc
+            raise  # already an AwsError naming the code
         return ObjectInfo(
             size_bytes=int(response.get("ContentLength", 0)),
             etag=str(response.get("ETag", "")).strip('"'),
@@ -179,7 +179,7 @@ class Storage:
                     f"s3://{self.bucket}/{key} was deleted while this job read it",
                     reason=Reason.SOURCE_NOT_FOUND,
                 ) from exc
-            raise AwsUnavailable(f"s3.get_object: {code} ({status})") from exc
+            raise  # already an AwsError naming the code
         except aiohttp.ClientError as exc:  # the body broke off mid-read
             raise AwsUnavailable(f"s3.get_object: {exc!r}") from exc
         if len(data) != end - start + 1:

@@ -71,6 +71,7 @@ class Reason(StrEnum):
     STALLED = "stalled"
     OUTPUT_INVALID = "output_invalid"
     AWS_UNAVAILABLE = "aws_unavailable"
+    AWS_ERROR = "aws_error"
     SCRATCH_FULL = "scratch_full"
     INTERNAL_ERROR = "internal_error"
     RETRIES_EXHAUSTED = "retries_exhausted"
