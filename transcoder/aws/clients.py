@@ -123,9 +123,20 @@ class Clients:
 
 
 def client_config(settings: Settings, *, max_attempts: int = 4) -> AioConfig:
-    s3_options = {"addressing_style": "path"} if settings.endpoint_url else {}
+    """One configuration for every client.
+
+    Uploads always declare CRC32 (see ``storage``), whatever ``request_checksum_calculation``
+    says. Response checksums: against AWS the SDK's default stays (``when_supported``: every
+    full GET that S3 answers with a full-object checksum is validated as it streams; S3 sends
+    none for ranged GETs). Against an emulator (``endpoint_url`` set) validation happens only
+    when a caller asks for it: some emulators answer a ranged GET with the whole object's
+    checksum, which the SDK would then reject as a mismatch.
+    """
+    emulated = bool(settings.endpoint_url)
+    s3_options = {"addressing_style": "path"} if emulated else {}
     return AioConfig(
         region_name=settings.region,
+        response_checksum_validation="when_required" if emulated else None,
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=settings.wait_time_s + 40,
