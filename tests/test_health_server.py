@@ -9,11 +9,18 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import pytest
+from aiobotocore.session import get_session
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from transcoder import metrics
+from transcoder.aws.clients import Clients, client_config
+from transcoder.aws.queue import JobQueue
+from transcoder.config import Settings
+from transcoder.ops.bootstrap import Resources
+from transcoder.runtime import app
 
 
 def fetch(url: str) -> tuple[int, str, str]:
@@ -101,3 +108,21 @@ async def test_stop_does_not_wait_forever_for_a_hung_readiness_check() -> None:
     await server.stop()  # returns once the shutdown timeout has passed, not never
     with pytest.raises(Exception):  # noqa: B017, PT011 - the client just sees the connection drop
         await request
+
+
+async def test_readyz_reports_a_dependency_that_never_answers(
+    clients: Clients, settings: Settings, resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that accepts connections and never replies makes /readyz say so, in time."""
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    monkeypatch.setattr(app, "READINESS_TIMEOUT_S", 0.5)
+    services = await app.connect(clients, settings)
+    async with get_session().create_client(
+        "sqs", endpoint_url=url, config=client_config(settings, max_attempts=1)
+    ) as hung_sqs:
+        hung = replace(services, queue=JobQueue(hung_sqs, f"{url}/123/jobs", None))
+        results = await app.readiness(hung)()
+    silent.close()
+    assert results["queue"] == "error: no answer in 0.5 s"
+    assert (results["table"], results["ffmpeg"]) == ("ok", "ok")
