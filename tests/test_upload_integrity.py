@@ -3,27 +3,39 @@
 Against the moto server over real HTTP with the production clients: a single PUT and a
 multipart upload above the threshold store a CRC32 equal to the file's (the multipart one as a
 full-object checksum), the bytes come back identical, and a part whose declared checksum is
-wrong fails the upload as retryable and leaves nothing behind.
+wrong fails the upload as retryable and leaves nothing behind. Over TLS, as against AWS, the SDK
+sends the CRC as an aws-chunked trailer, and every byte of a rendition is read from disk once.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
 import zlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
-from hypothesis import given, settings
+from aiobotocore.session import get_session
+from hypothesis import given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
 
+from transcoder.aws import checksum
 from transcoder.aws.checksum import FileSlice, composite_crc32, crc32_b64, crc32_combine
-from transcoder.aws.clients import Clients
+from transcoder.aws.clients import Clients, client_config
 from transcoder.aws.storage import Storage
+from transcoder.config import Settings
 from transcoder.domain.errors import InputRejected, RetryableError
 from transcoder.domain.job import Reason
 from transcoder.ops.bootstrap import Resources
+from transcoder.ops.emulator import free_port
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -31,7 +43,7 @@ if TYPE_CHECKING:
 MIB = 1024**2
 
 
-@settings(max_examples=200, deadline=None)
+@examples(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.binary(max_size=3000))
 def test_crc32_combine_equals_the_crc_of_the_concatenation(first: bytes, second: bytes) -> None:
     combined = crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second))
@@ -164,3 +176,72 @@ async def test_a_part_with_a_wrong_checksum_fails_retryable_and_leaves_nothing(
         await Storage(clients.s3, resources.bucket).head(key)
     pending = await clients.s3.list_multipart_uploads(Bucket=resources.bucket)
     assert not pending.get("Uploads")  # the upload was aborted
+
+
+@pytest.fixture(scope="module")
+def tls_endpoint() -> Iterator[str]:
+    """A second moto server, this one on HTTPS (a self-signed certificate)."""
+    port = free_port()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), "--ssl"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}"
+    unverified = ssl._create_unverified_context()  # noqa: S323 - our own loopback test server
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1, context=unverified):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto --ssl did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+async def tls_s3(tls_endpoint: str, settings: Settings) -> AsyncIterator[S3Client]:
+    tls_settings = settings.model_copy(update={"endpoint_url": tls_endpoint})
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=tls_endpoint,
+        verify=False,
+        config=client_config(tls_settings, max_attempts=1),
+    ) as s3:
+        await s3.create_bucket(Bucket=settings.bucket)
+        yield s3
+
+
+@pytest.mark.parametrize("size_bytes", [3 * MIB, 11 * MIB + 5])
+async def test_over_tls_every_byte_is_read_from_disk_once(
+    tls_s3: S3Client,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size_bytes: int,
+) -> None:
+    read_bytes = 0
+    original = checksum.FileSlice.read
+
+    def counting(self: FileSlice, size: int | None = -1) -> bytes:
+        nonlocal read_bytes
+        data = original(self, size)
+        read_bytes += len(data)
+        return data
+
+    monkeypatch.setattr(checksum.FileSlice, "read", counting)
+    data = os.urandom(size_bytes)
+    path = tmp_path / "r.mp4"
+    path.write_bytes(data)
+    storage = Storage(
+        tls_s3, settings.bucket, multipart_threshold_bytes=5 * MIB, part_bytes=5 * MIB
+    )
+    uploaded = await storage.upload(path, "transcoded/720p/u/tls.mp4")
+    assert read_bytes == size_bytes  # the SDK hashed the body as it sent it: no second pass
+    assert uploaded.checksum_crc32 == crc32_b64(zlib.crc32(data))
+    head = await tls_s3.head_object(
+        Bucket=settings.bucket, Key=uploaded.key, ChecksumMode="ENABLED"
+    )
+    assert head.get("ChecksumCRC32") == uploaded.checksum_crc32
