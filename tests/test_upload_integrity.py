@@ -245,3 +245,45 @@ async def test_over_tls_every_byte_is_read_from_disk_once(
         Bucket=settings.bucket, Key=uploaded.key, ChecksumMode="ENABLED"
     )
     assert head.get("ChecksumCRC32") == uploaded.checksum_crc32
+
+
+class ReportsChecksum:
+    """The production client, except that CompleteMultipartUpload reports ``checksum``: what an
+    endpoint that predates full-object checksums (LocalStack 3.8) answers."""
+
+    def __init__(self, client: S3Client, checksum: str) -> None:
+        self._client = client
+        self._checksum = checksum
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        done = dict(await self._client.complete_multipart_upload(**kwargs))
+        done["ChecksumCRC32"] = self._checksum
+        return done
+
+
+@pytest.mark.parametrize("suffix", ["-3", ""])
+async def test_a_composite_checksum_of_the_parts_is_accepted_and_another_refused(
+    clients: Clients, resources: Resources, tmp_path: Path, suffix: str
+) -> None:
+    data = os.urandom(11 * MIB)
+    path = tmp_path / "big.mp4"
+    path.write_bytes(data)
+    part_crcs = [zlib.crc32(data[o : o + 5 * MIB]) for o in range(0, len(data), 5 * MIB)]
+    composite = crc32_b64(zlib.crc32(b"".join(c.to_bytes(4, "big") for c in part_crcs)))
+
+    def storage(reported: str) -> Storage:
+        client = cast("S3Client", ReportsChecksum(clients.s3, reported))
+        return Storage(
+            client, resources.bucket, multipart_threshold_bytes=5 * MIB, part_bytes=5 * MIB
+        )
+
+    uploaded = await storage(composite + suffix).upload(path, "transcoded/720p/u/old.mp4")
+    assert uploaded.checksum_crc32 == composite + suffix
+    with pytest.raises(RetryableError) as caught:
+        await storage(crc32_b64(zlib.crc32(b"other")) + suffix).upload(
+            path, "transcoded/720p/u/x.mp4"
+        )
+    assert caught.value.reason is Reason.AWS_ERROR
