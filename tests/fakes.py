@@ -304,7 +304,9 @@ class FakeStorage:
 
     async def upload(self, path: Path, key: str, *, content_type: str = "video/mp4") -> Uploaded:
         self.objects[key] = path.read_bytes()
-        return Uploaded(key=key, size_bytes=len(self.objects[key]), etag="e", parts=1)
+        return Uploaded(
+            key=key, size_bytes=len(self.objects[key]), etag="e", parts=1, checksum_crc32=""
+        )
 
 
 def record_for(message: JobMessage, **changes: Any) -> JobRecord:

@@ -6,7 +6,7 @@ import io
 import os
 from pathlib import Path
 
-from transcoder.aws.storage import FileSlice, md5_of
+from transcoder.aws.storage import FileSlice
 
 
 def test_file_slice_is_a_seekable_window(tmp_path: Path) -> None:
@@ -25,16 +25,3 @@ def test_file_slice_is_a_seekable_window(tmp_path: Path) -> None:
     with FileSlice(path, 9_000, 5_000) as tail:  # clipped at the end of the file
         assert len(tail) == 1_000
         assert tail.read() == data[9_000:]
-
-
-def test_md5_of_a_window_matches_hashlib(tmp_path: Path) -> None:
-    import hashlib
-
-    path = tmp_path / "data.bin"
-    data = os.urandom(3 * 1024**2 + 17)
-    path.write_bytes(data)
-    assert md5_of(path) == hashlib.md5(data, usedforsecurity=False).digest()
-    assert (
-        md5_of(path, 1024**2, 1024**2)
-        == hashlib.md5(data[1024**2 : 2 * 1024**2], usedforsecurity=False).digest()
-    )

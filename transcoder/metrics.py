@@ -1,4 +1,4 @@
-"""Prometheus metrics and the small HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``.
+"""Prometheus metrics and the HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``.
 
 The same ``Outcome`` value that labels a job's final log line labels ``transcoder_jobs_total``.
 Histogram buckets reach 12 hours: a long 4K source is a real job, not an outlier.
@@ -6,11 +6,10 @@ Histogram buckets reach 12 hours: a long 4K source is a real job, not an outlier
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 LONG_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200)
@@ -61,54 +60,60 @@ class Health:
 
 
 class MetricsServer:
-    """A tiny asyncio HTTP/1.0 server: no framework, no thread, owned by the worker's lifetime."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` on aiohttp, owned by the worker's lifetime.
+
+    It runs on the worker's event loop (no thread): ``/healthz`` answers only while the loop
+    does, which is what it is for. Any other path is 404; ``port`` is the bound port (the
+    configured one, or the free one the OS picked for port 0).
+    """
+
+    # How long stop() lets a request in progress (a slow /readyz) finish before closing it.
+    SHUTDOWN_TIMEOUT_S = 2.0
 
     def __init__(self, health: Health, readiness: ReadinessCheck, host: str, port: int) -> None:
         self._health = health
         self._readiness = readiness
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._runner is not None and self._runner.addresses, "server not started"
+        return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_route("*", "/{path:.*}", self._not_found)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
-            status, content_type, body = await self._route(path)
-            head = f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-            head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _route(self, path: str) -> tuple[str, str, bytes]:
-        if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
-        if path == "/healthz":
-            ok = self._health.alive()
-            body = json.dumps({"status": "ok" if ok else "stuck"}).encode()
-            return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
-        if path == "/readyz":
-            checks = await self._readiness()
-            ok = all(value == "ok" for value in checks.values())
-            body = json.dumps({"status": "ok" if ok else "not ready", "checks": checks}).encode()
-            return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
-        return "404 Not Found", "text/plain", b"not found\n"
+    async def _healthz(self, _: web.Request) -> web.Response:
+        ok = self._health.alive()
+        return web.json_response({"status": "ok" if ok else "stuck"}, status=200 if ok else 503)
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        checks = await self._readiness()
+        ok = all(value == "ok" for value in checks.values())
+        body = {"status": "ok" if ok else "not ready", "checks": checks}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _not_found(self, _: web.Request) -> web.Response:
+        return web.Response(status=404, text="not found\n")

@@ -3,6 +3,16 @@
 Clients are built once per process by ``open_clients`` (called only from the CLI) with the same
 settings everywhere: the standard AWS variables work unchanged, and a configured endpoint (moto,
 LocalStack) switches S3 to path-style addressing so presigned URLs resolve on loopback.
+
+``translated`` turns every SDK failure into a ``TranscoderError``::
+
+    throttling, 5xx, transport errors    -> AwsUnavailable   (aws_unavailable: AWS is struggling)
+    any other ClientError                -> AwsError         (aws_error: AWS refused this request)
+
+``AwsError`` is retryable *and* still a ``ClientError`` carrying the original response, so an
+adapter that catches one specific code around the block (a failed condition, a dead receipt
+handle, a 404) keeps working, while a code nobody handles reaches the worker as a retryable error
+that names the AWS code instead of an anonymous ``internal_error``.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from botocore.exceptions import (
 
 from transcoder.config import Settings
 from transcoder.domain.errors import AwsUnavailable, TranscoderError
+from transcoder.domain.job import Reason
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -57,12 +68,36 @@ def http_status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+class AwsError(AwsUnavailable, ClientError):
+    """A ``ClientError`` no adapter handled: retryable, reason ``aws_error``, the AWS code named.
+
+    It counts towards the DLQ like any job failure (``aws_unavailable`` does not): a request AWS
+    keeps refusing (AccessDenied, an emulator's InvalidRequest) must end in the DLQ, not loop.
+    """
+
+    default_reason = Reason.AWS_ERROR
+
+    def __init__(self, operation: str, cause: ClientError) -> None:
+        message = cause.response.get("Error", {}).get("Message", "")
+        Exception.__init__(
+            self, f"{operation}: {error_code(cause)} ({http_status(cause)}) {message}".rstrip()
+        )
+        self.reason = Reason.AWS_ERROR
+        self.operation = operation
+        self.response = cause.response
+        self.operation_name = cause.operation_name
+
+    def __reduce__(self) -> tuple[type[AwsError], tuple[str, ClientError]]:
+        return type(self), (self.operation, ClientError(self.response, self.operation_name))
+
+
 @contextlib.contextmanager
 def translated(operation: str) -> Iterator[None]:
-    """Turn transport failures, throttling and 5xx into ``AwsUnavailable``; let others through.
+    """Turn every SDK failure into a retryable ``TranscoderError`` (see the module docstring).
 
     Callers that expect a specific ``ClientError`` (a failed condition, a missing key) catch it
-    inside this block and raise the domain error themselves.
+    around this block, check ``error_code`` and raise the domain error themselves; whatever they
+    re-raise is already an ``AwsError``.
     """
     try:
         yield
@@ -71,7 +106,7 @@ def translated(operation: str) -> Iterator[None]:
     except ClientError as exc:
         if error_code(exc) in THROTTLING or http_status(exc) >= 500:
             raise AwsUnavailable(f"{operation}: {error_code(exc)} ({http_status(exc)})") from exc
-        raise
+        raise AwsError(operation, exc) from exc
     except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
         raise AwsUnavailable(f"{operation}: {exc}") from exc
     except BotoCoreError as exc:
@@ -88,11 +123,21 @@ class Clients:
 
 
 def client_config(settings: Settings, *, max_attempts: int | None = None) -> AioConfig:
-    """The SDK's settings; its own retries (standard mode, ``sdk_max_attempts`` per call) sit
-    under the worker's (docs/reliability.md, "Retries, layered")."""
-    s3_options = {"addressing_style": "path"} if settings.endpoint_url else {}
+    """One configuration for every client.
+
+    The SDK's own retries (standard mode, ``sdk_max_attempts`` per call) sit under the worker's
+    (docs/reliability.md, "Retries, layered"). Uploads always declare CRC32 (see ``storage``),
+    whatever ``request_checksum_calculation`` says. Response checksums: against AWS the SDK's
+    default stays (``when_supported``: every full GET that S3 answers with a full-object checksum
+    is validated as it streams; S3 sends none for ranged GETs). Against an emulator
+    (``endpoint_url`` set) validation happens only when a caller asks for it: some emulators
+    answer a ranged GET with the whole object's checksum, which the SDK would then reject.
+    """
+    emulated = bool(settings.endpoint_url)
+    s3_options = {"addressing_style": "path"} if emulated else {}
     return AioConfig(
         region_name=settings.region,
+        response_checksum_validation="when_required" if emulated else None,
         retries={"mode": "standard", "max_attempts": max_attempts or settings.sdk_max_attempts},
         connect_timeout=5,
         read_timeout=settings.wait_time_s + 40,

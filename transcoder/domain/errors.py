@@ -9,6 +9,8 @@
     │   └── ProcessingTimeout   the job would outlive SQS's 12-hour invisibility cap
     ├── RetryableError          anything else: QUEUED again, message retried with backoff
     │   ├── AwsUnavailable      throttling, 5xx, network errors talking to AWS
+    │   │   └── AwsError        any other AWS error code no adapter handled (aws_error; it
+    │   │                       counts towards the DLQ: transcoder.aws.clients)
     │   ├── FfmpegFailed        ffmpeg exited badly for a reason we cannot pin on the input
     │   ├── Stalled             ffmpeg made no progress for the stall timeout
     │   └── OutputInvalid       a rendition failed the publish gate

@@ -84,6 +84,7 @@ class Reason(StrEnum):
     STALLED = "stalled"
     OUTPUT_INVALID = "output_invalid"
     AWS_UNAVAILABLE = "aws_unavailable"
+    AWS_ERROR = "aws_error"
     SCRATCH_FULL = "scratch_full"
     LEASE_LOST = "lease_lost"  # another attempt owns the job now (logged; never recorded)
     INTERNAL_ERROR = "internal_error"

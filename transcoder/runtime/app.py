@@ -187,23 +187,28 @@ async def poll_queue_depth(
         await asyncio.sleep(interval_s)
 
 
+# A readiness probe must answer: a dependency that does not reply in time is not ready.
+READINESS_TIMEOUT_S = 5.0
+
+
+async def _probe(check: Callable[[], Awaitable[object]]) -> str:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            await check()
+    except TimeoutError:
+        return f"error: no answer in {READINESS_TIMEOUT_S:g} s"
+    except Exception as exc:
+        return f"error: {exc}"
+    return "ok"
+
+
 def readiness(services: Services) -> metrics.ReadinessCheck:
     async def check() -> dict[str, str]:
-        results: dict[str, str] = {}
-        try:
-            await services.queue.depth()
-            results["queue"] = "ok"
-        except Exception as exc:
-            results["queue"] = f"error: {exc}"
-        try:
-            await services.store.get("readyz", "readyz")
-            results["table"] = "ok"
-        except Exception as exc:
-            results["table"] = f"error: {exc}"
-        results["ffmpeg"] = (
-            "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
+        queue, table = await asyncio.gather(
+            _probe(services.queue.depth), _probe(lambda: services.store.get("readyz", "readyz"))
         )
-        return results
+        ffmpeg = "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
+        return {"queue": queue, "table": table, "ffmpeg": ffmpeg}
 
     return check
 
@@ -212,19 +217,22 @@ def readiness(services: Services) -> metrics.ReadinessCheck:
 async def background(
     settings: Settings, services: Services, health: metrics.Health
 ) -> AsyncIterator[metrics.MetricsServer]:
-    """The metrics endpoint and the queue-depth poller, cancelled and awaited on exit."""
+    """The metrics endpoint and the queue-depth poller, cancelled and awaited on exit (also when
+    starting the ECS client fails after the endpoint is already listening)."""
     server = metrics.MetricsServer(
         health, readiness(services), settings.metrics_host, settings.metrics_port
     )
     await server.start()
-    async with ecs_running_tasks(settings) as running_tasks:
-        poller = asyncio.create_task(
-            poll_queue_depth(services.queue, settings.queue_poll_interval_s, running_tasks)
-        )
-        log.info("metrics.listening", host=settings.metrics_host, port=server.port)
-        try:
-            yield server
-        finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-            await server.stop()
+    try:
+        async with ecs_running_tasks(settings) as running_tasks:
+            poller = asyncio.create_task(
+                poll_queue_depth(services.queue, settings.queue_poll_interval_s, running_tasks)
+            )
+            log.info("metrics.listening", host=settings.metrics_host, port=server.port)
+            try:
+                yield server
+            finally:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+    finally:
+        await server.stop()

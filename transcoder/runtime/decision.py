@@ -9,7 +9,7 @@ facts               outcome                                           DynamoDB /
 ==================  ================================================  ==============================
 not a job           ``Poison``                                        - / to the DLQ with the reason
 newer producer      ``GiveBack(postponed)``                           - / back later, receive spared
-table unreachable   ``GiveBack(deferred)``                            - / back soon, receive spared
+table unreachable   ``GiveBack(deferred)``; ``Backoff`` for aws_error  - / back soon, receive spared
 not claimed         ``Acknowledge`` (duplicate, superseded) or        - / delete;
                     ``GiveBack(held)``                                - / back when the lease ends
 ran, succeeded      ``Completed``                                     COMPLETED / delete
@@ -240,6 +240,10 @@ def decide(facts: Facts, receive_count: int, policy: RetryPolicy, rng: random.Ra
             return LeaseLost(error)
         case NotClaimed(refusal):
             return _unclaimed(refusal, receive_count, policy, rng)
+        case TableUnreachable(error) if error.code == Reason.AWS_ERROR:
+            # AWS keeps refusing the request itself (AccessDenied, ...): it must reach the DLQ.
+            delay = policy.backoff_s(receive_count, policy.defer_base_s, policy.defer_max_s, rng)
+            return Backoff(error, delay)
         case TableUnreachable(error):
             delay = policy.backoff_s(receive_count, policy.defer_base_s, policy.defer_max_s, rng)
             return GiveBack(Label.DEFERRED, delay, resend=last, error=error)
