@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "deploy" / "lambda" / "build.py"
 HANDLERS = ("enqueue_lambda.handler", "enqueue_lambda.dlq", "autoscaling.sampler")
 # What the Lambda Python runtime itself provides (boto3 and its dependencies).
