@@ -25,8 +25,6 @@ from transcoder.ops.demo import Submitted, submit
 from transcoder.runtime import app
 from transcoder.runtime.worker import Outcome, Worker
 
-pytestmark = pytest.mark.e2e
-
 
 class Fleet:
     """One in-process worker plus the means to submit files and wait for their records."""
