@@ -189,11 +189,6 @@ async def run_demo(
     return results
 
 
-def print_results(results: list[dict[str, Any]], *, as_json: bool) -> None:
-    """The results as plain text lines, or one JSON object per line."""
-    Lines(as_json=as_json).finish(results)
-
-
 @contextlib.contextmanager
 def demo_view(files: Sequence[Path], *, as_json: bool, verbose: bool) -> Iterator[View]:
     """``--json`` or not a terminal: summary lines, as always. A terminal: the live board, with the
