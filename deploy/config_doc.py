@@ -5,7 +5,7 @@
 
 Names, defaults and limits come from the model itself; the meaning of each variable comes from
 ``HELP`` below (or the field's ``description``). A new setting without either fails the build, so
-the doc cannot silently fall behind. tests/test_deploy_docs.py runs ``--check``.
+the doc cannot silently fall behind. tests/unit/test_deploy_docs.py runs ``--check``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,12 @@
 """Shared fixtures: one AWS emulator for the whole run, isolated AWS environment per test,
 random resource names, SDK retries off, and the real sample footage.
 
+The folder is the tier (``-m unit``, ``-m integration``, ``-m e2e`` select them): ``unit/`` runs no
+emulator and no ffmpeg (pure logic, fakes); ``integration/`` talks to the emulator over HTTP but
+runs no ffmpeg; ``e2e/`` runs the real ffmpeg binary. Each test gets its folder's marker here, and a
+unit test asking for the emulator, or an integration test asking for the sample footage, stops the
+run with the place it belongs.
+
 The emulator is moto's server mode on a free loopback port (a child process, real HTTP). With
 ``TRANSCODER_TEST_BACKEND=localstack`` and a reachable Docker engine, the same fixture starts
 LocalStack through testcontainers instead; without Docker that backend skips, never fails.
@@ -11,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +29,12 @@ from transcoder.config import Settings
 from transcoder.ops.bootstrap import Resources, bootstrap
 from transcoder.ops.emulator import Emulator
 
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
+# What a tier may not use: the emulator (every AWS fixture depends on aws_endpoint) and the
+# footage, which is only there to be transcoded. ffmpeg run by a helper is not visible here.
+BEYOND_TIER = {"unit": {"aws_endpoint", "samples"}, "integration": {"samples"}, "e2e": set[str]()}
+
 AWS_VARIABLES = (
     "AWS_PROFILE",
     "AWS_SESSION_TOKEN",
@@ -31,6 +44,37 @@ AWS_VARIABLES = (
     "AWS_SHARED_CREDENTIALS_FILE",
     "ECS_AGENT_URI",
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier; refuse one whose fixtures belong to a higher tier."""
+    misplaced: list[str] = []
+    untiered: set[str] = set()
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is None:
+            untiered.add(str(item.path.relative_to(config.rootpath)))
+            continue
+        item.add_marker(tier)
+        beyond = sorted(BEYOND_TIER[tier] & set(getattr(item, "fixturenames", ())))
+        if beyond:
+            misplaced.append(f"{item.nodeid} uses {', '.join(beyond)}: not a {tier} test")
+    if misplaced:
+        raise pytest.UsageError("tests in the wrong tier folder:\n  " + "\n  ".join(misplaced))
+    for path in sorted(untiered):
+        warnings.warn(
+            pytest.PytestWarning(f"{path} is in no tier folder (tests/unit, integration, e2e)"),
+            stacklevel=1,
+        )
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier folder a test file sits in, if any."""
+    try:
+        folder = path.resolve().relative_to(TESTS).parts[0]
+    except ValueError:
+        return None
+    return folder if folder in TIERS else None
 
 
 def docker_available() -> bool:

@@ -105,9 +105,14 @@ def embedded_emulator_if_needed(settings: Settings) -> Iterator[Settings]:
 
 
 async def run_demo(
-    settings: Settings, files: list[Path], out: Path | None, as_json: bool, timeout_s: float
+    settings: Settings,
+    files: list[Path],
+    out: Path | None,
+    as_json: bool,
+    timeout_s: float,
+    verbose: bool = False,
 ) -> int:
-    from transcoder.ops.demo import print_results
+    from transcoder.ops.demo import demo_view
     from transcoder.ops.demo import run_demo as demo
 
     if not files:
@@ -118,14 +123,42 @@ async def run_demo(
     if missing:
         print(f"demo: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    with embedded_emulator_if_needed(settings) as demo_settings:
-        async with open_clients(demo_settings) as clients:
-            results = await demo(clients, demo_settings, files, out=out, timeout_s=timeout_s)
-    print_results(results, as_json=as_json)
+    with demo_view(files, as_json=as_json, verbose=verbose) as view:
+        with embedded_emulator_if_needed(settings) as demo_settings:
+            async with open_clients(demo_settings) as clients:
+                results = await demo(
+                    clients, demo_settings, files, out=out, timeout_s=timeout_s, view=view
+                )
+        view.finish(results)
     return 0 if all(r["status"] in ("COMPLETED", "FAILED") for r in results) else 1
 
 
 Runner = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+DESCRIPTION = """\
+Transcode uploaded videos into 720p and 1080p H.264 MP4 renditions.
+
+Uploads land in S3 under raw/; each becomes a job on an SQS queue, a worker runs ffmpeg and writes
+the renditions under transcoded/, and every job's state is kept in a DynamoDB table. Try it with
+no AWS account at all: `transcoder demo` starts a local emulator and runs everything on your
+machine.
+"""
+
+EPILOG = """\
+examples:
+  transcoder demo                          run sample videos through the whole pipeline locally
+  transcoder demo --out out/ my.mov        transcode your own file, download the results to out/
+  transcoder bootstrap                     create the bucket, queues and table (safe to repeat)
+  transcoder submit clip.mp4 --user u1     upload a file to raw/u1/ and enqueue it
+  transcoder worker                        process jobs until stopped (Ctrl-C drains, twice: now)
+  transcoder status clip --user u1         show one job
+  transcoder status --status FAILED        list failed jobs, oldest first
+  transcoder dlq list                      show messages that gave up
+
+configuration comes from the environment: AWS_ENDPOINT_URL, AWS_REGION and the usual AWS
+credentials; TRANSCODER_BUCKET, TRANSCODER_QUEUE, TRANSCODER_TABLE and the other TRANSCODER_*
+variables (docs/configuration.md). Run `transcoder COMMAND --help` for a command's options.
+"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,24 +166,65 @@ def parser() -> argparse.ArgumentParser:
 
     Command groups that live elsewhere register themselves through ``add_commands(sub)``.
     """
-    root = argparse.ArgumentParser(prog="transcoder", description=__doc__)
-    sub = root.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("worker", help="run a worker until SIGTERM")
+    root = argparse.ArgumentParser(
+        prog="transcoder",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = sub.add_parser(
+        "worker",
+        help="process jobs from the queue until stopped",
+        description="Receive jobs from the queue and transcode them until SIGTERM or Ctrl-C. "
+        "The first signal stops receiving and lets running jobs finish within the grace period; "
+        "a second one hands every running job back to the queue at once.",
+    )
     worker.set_defaults(run=lambda s, a: run_worker(s))
-    boot = sub.add_parser("bootstrap", help="create the bucket, queues and table (idempotent)")
+    boot = sub.add_parser(
+        "bootstrap",
+        help="create the bucket, queues and table (safe to repeat)",
+        description="Create the S3 bucket, the jobs queue with its dead-letter queue and the "
+        "DynamoDB table, where they do not exist yet. Prints what it found or created as JSON.",
+    )
     boot.set_defaults(run=lambda s, a: run_bootstrap(s))
-    submit = sub.add_parser("submit", help="upload files to raw/ and enqueue them")
-    submit.add_argument("files", nargs="+", type=Path)
+    submit = sub.add_parser(
+        "submit",
+        help="upload videos and enqueue them",
+        description="Upload each file to raw/USER/ in the bucket and enqueue it exactly as an S3 "
+        "upload notification would. Prints one JSON line per file with its video id.",
+    )
+    submit.add_argument("files", nargs="+", type=Path, metavar="FILE", help="videos to upload")
     submit.add_argument("--user", default="local", help="user id for the raw/ key (default: local)")
     submit.set_defaults(run=lambda s, a: run_submit(s, a.files, a.user))
-    demo = sub.add_parser("demo", help="emulator + samples + worker, end to end")
-    demo.add_argument("files", nargs="*", type=Path, help="videos (default: the samples)")
-    demo.add_argument("--json", action="store_true", help="one JSON line per job")
-    demo.add_argument("--out", type=Path, help="download renditions to DIR/<video_id>/<name>.mp4")
-    demo.add_argument(
-        "--timeout", type=float, default=900.0, help="give up after this many seconds"
+    demo = sub.add_parser(
+        "demo",
+        help="try everything locally: emulator, sample videos, a worker",
+        description="Start a local AWS emulator (unless AWS_ENDPOINT_URL is set), upload the "
+        "sample videos or your FILEs, run one worker until every job has finished, and show the "
+        "results. On a terminal you see a live table with each file's stage and progress, and the "
+        "worker's logs go to a file whose path is printed.",
     )
-    demo.set_defaults(run=lambda s, a: run_demo(s, a.files, a.out, a.json, a.timeout))
+    demo.add_argument(
+        "files", nargs="*", type=Path, metavar="FILE", help="videos (default: the sample videos)"
+    )
+    demo.add_argument(
+        "--json", action="store_true", help="print one JSON line per file instead of a table"
+    )
+    demo.add_argument(
+        "--out", type=Path, metavar="DIR", help="download renditions to DIR/<video_id>/<name>.mp4"
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="give up waiting after this many seconds (default: 900)",
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="show the worker's logs instead of writing a file"
+    )
+    demo.set_defaults(run=lambda s, a: run_demo(s, a.files, a.out, a.json, a.timeout, a.verbose))
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)
     return root

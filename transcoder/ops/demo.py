@@ -3,27 +3,33 @@
 Each file is uploaded to ``raw/{user}/{videoId}{ext}``; then the real enqueue Lambda handler is
 invoked with the exact event S3 would send for that object (built from its HeadObject), so a local
 run exercises the same code as production. The demo then runs a worker until every job is
-``COMPLETED`` or ``FAILED``, showing live progress on stderr, and reports each file.
+``COMPLETED`` or ``FAILED``, and reports each file. On a terminal the progress is a live table
+(``transcoder.ops.board``) and the worker's logs go to a file; with ``--json`` or through a pipe it
+is one summary line on stderr per change, as it always was.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import mimetypes
 import re
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from enqueue_lambda.handler import EnqueueConfig, build, s3_event_for
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 from transcoder.domain.job import Status
 from transcoder.logs import get_logger
+from transcoder.ops.board import Board, Lines, Tracked, View, logs_to
 from transcoder.runtime import app
 
 log = get_logger(__name__)
@@ -48,7 +54,12 @@ def video_id_for(path: Path, taken: set[str]) -> str:
 
 
 async def submit(
-    clients: Clients, settings: Settings, files: Sequence[Path], *, user_id: str
+    clients: Clients,
+    settings: Settings,
+    files: Sequence[Path],
+    *,
+    user_id: str,
+    on_enqueued: Callable[[Submitted], None] | None = None,
 ) -> list[Submitted]:
     """Upload each file under ``raw/{user_id}/`` and invoke the enqueue handler for it."""
     services = await app.connect(clients, settings)
@@ -79,6 +90,8 @@ async def submit(
             **report.as_dict(),
         )
         submitted.append(Submitted(str(path), user_id, video_id, key))
+        if on_enqueued is not None:
+            on_enqueued(submitted[-1])
     return submitted
 
 
@@ -106,22 +119,24 @@ def summary(job: Submitted, record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 async def wait_for_terminal(
-    services: app.Services, jobs: Sequence[Submitted], *, timeout_s: float, live: bool
+    services: app.Services,
+    jobs: Sequence[Submitted],
+    *,
+    timeout_s: float,
+    live: bool,
+    view: View | None = None,
 ) -> list[dict[str, Any]]:
+    """Poll the job records until each is terminal; ``live``: show them (default: summary lines)."""
+    shown = (view or Lines(as_json=False)) if live else None
     deadline = time.monotonic() + timeout_s
-    last_line = ""
     while True:
         found = [await services.store.get(j.user_id, j.video_id) for j in jobs]
         records = [r.model_dump(mode="json", exclude_none=True) if r else None for r in found]
+        if shown is not None:
+            shown.update(
+                [Tracked(j.file, j.video_id, r) for j, r in zip(jobs, records, strict=True)]
+            )
         states = [(r or {}).get("status", "?") for r in records]
-        line = "  ".join(
-            f"{j.video_id}: {s}"
-            + (f" {(r or {}).get('progress', 0)}%" if s == "PROCESSING" else "")
-            for j, s, r in zip(jobs, states, records, strict=True)
-        )
-        if live and line != last_line:
-            print(f"[demo] {line}", file=sys.stderr, flush=True)
-            last_line = line
         if all(s in TERMINAL for s in states) or time.monotonic() > deadline:
             return [summary(j, r) for j, r in zip(jobs, records, strict=True)]
         await asyncio.sleep(0.5)
@@ -137,22 +152,6 @@ async def download(services: app.Services, results: list[dict[str, Any]], out: P
                 rendition["path"] = str(target)
 
 
-def render_table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'file':<40} {'status':<10} {'tries':>5}  renditions / error"]
-    for r in results:
-        if r["error"]:
-            detail = f"{r['error']['code']}: {r['error']['message'][:80]}"
-        else:
-            detail = ", ".join(
-                f"{n} {v['width']}x{v['height']} {v['bytes'] // 1024} KiB"
-                if v.get("status") == "COMPLETED"
-                else f"{n} skipped"
-                for n, v in r["renditions"].items()
-            )
-        lines.append(f"{Path(r['file']).name:<40} {r['status']:<10} {r['attempts']:>5}  {detail}")
-    return "\n".join(lines)
-
-
 async def run_demo(
     clients: Clients,
     settings: Settings,
@@ -160,18 +159,29 @@ async def run_demo(
     *,
     out: Path | None,
     timeout_s: float,
+    view: View | None = None,
 ) -> list[dict[str, Any]]:
     """Bootstrap, submit, run one worker until every job is terminal; return the job summaries."""
     from transcoder.ops.bootstrap import bootstrap
 
+    shown = view or Lines(as_json=False)
+    tracked = [Tracked(str(f)) for f in files]
+
+    def enqueued(job: Submitted) -> None:
+        index = next(i for i, t in enumerate(tracked) if t.video_id is None)
+        tracked[index] = Tracked(job.file, job.video_id)
+        shown.update(tracked)
+
     await bootstrap(clients, settings)
-    jobs = await submit(clients, settings, files, user_id="demo")
+    jobs = await submit(clients, settings, files, user_id="demo", on_enqueued=enqueued)
     services = await app.connect(clients, settings)
     worker = await app.build_worker(settings, services)
     stop = asyncio.Event()
     worker_task = asyncio.create_task(worker.run(stop))
     try:
-        results = await wait_for_terminal(services, jobs, timeout_s=timeout_s, live=True)
+        results = await wait_for_terminal(
+            services, jobs, timeout_s=timeout_s, live=True, view=shown
+        )
     finally:
         stop.set()
         await worker_task
@@ -180,9 +190,19 @@ async def run_demo(
     return results
 
 
-def print_results(results: list[dict[str, Any]], *, as_json: bool) -> None:
-    if as_json:
-        for result in results:
-            print(json.dumps(result, sort_keys=True), flush=True)
-    else:
-        print(render_table(results), flush=True)
+@contextlib.contextmanager
+def demo_view(files: Sequence[Path], *, as_json: bool, verbose: bool) -> Iterator[View]:
+    """``--json`` or not a terminal: summary lines, as always. A terminal: the live board, with the
+    logs in a file (its path printed) unless ``verbose``."""
+    if as_json or not sys.stdout.isatty():
+        yield Lines(as_json=as_json)
+        return
+    log_path = None if verbose else log_file()
+    with Board(Console(), [str(f) for f in files], log_path) as board, logs_to(log_path):
+        yield board
+
+
+def log_file() -> Path:
+    """Where a terminal demo's logs go: a new file under the system temp dir."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / f"transcoder-demo-{stamp}.log"

@@ -26,8 +26,6 @@ from transcoder.runtime import app
 from transcoder.runtime.decision import Label
 from transcoder.runtime.worker import Worker
 
-pytestmark = pytest.mark.e2e
-
 
 class Fleet:
     """One in-process worker plus the means to submit files and wait for their records."""

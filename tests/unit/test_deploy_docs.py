@@ -14,7 +14,7 @@ import pytest
 
 from transcoder.ops import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 OPERATIONS = DOCS / "operations.md"
 TEMPLATE = ROOT / "deploy" / "template.yaml"

@@ -24,7 +24,7 @@ from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 from transcoder.domain.record import record_key
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def oom_ffmpeg(tmp_path: Path) -> dict[str, str]:

@@ -1,95 +1,23 @@
-"""Operator commands against the emulator: status lists, dlq list/redrive, retry; and end to end,
-a dead-lettered job redriven and completed by a real worker with real ffmpeg."""
+"""Operator commands against the emulator: status lists, dlq list/redrive, retry."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import subprocess
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.config import Config
-from records import as_dict, poke_arguments
+from support.operator import BUCKET, Aws, dlq_depth, run
 
-from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
-from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 from transcoder.domain.job import isoformat, utcnow
-from transcoder.domain.record import record_key
 from transcoder.ops import commands as ops
 from transcoder.ops.bootstrap import Resources
-from transcoder.ops.demo import submit
-from transcoder.runtime import app
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
-
-BUCKET = "media-bucket"
-
-
-class Aws:
-    """boto3 clients on the emulator (as in Lambda) and the reads and writes the tests need."""
-
-    def __init__(self, settings: Settings, resources: Resources) -> None:
-        config = Config(region_name=settings.region, retries={"max_attempts": 1})
-        url = settings.endpoint_url
-        self.dynamodb: DynamoDBClient = boto3.client("dynamodb", endpoint_url=url, config=config)
-        self.sqs: SQSClient = boto3.client("sqs", endpoint_url=url, config=config)
-        self.table = settings.table
-        self.queue_url = resources.queue_url
-        self.dlq_url = resources.dlq_url
-
-    def record(self, user: str, video: str) -> dict[str, Any]:
-        key = record_key(user, video)
-        item = self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        return as_dict(item["Item"]) if "Item" in item else {}
-
-    def set(self, user: str, video: str, **values: Any) -> None:
-        self.dynamodb.update_item(**poke_arguments(self.table, user, video, **values))
-
-    def receive(self, url: str, *, hold_s: int = 60) -> list[dict[str, Any]]:
-        """Every message in a queue, held invisible for ``hold_s`` (0: left visible)."""
-        found: dict[str, dict[str, Any]] = {}
-        for _ in range(10):
-            got = self.sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                VisibilityTimeout=hold_s,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            new = {m["MessageId"]: dict(m) for m in got if m["MessageId"] not in found}
-            if not new:
-                break
-            found.update(new)
-        return list(found.values())
-
-    def messages(self) -> list[dict[str, Any]]:
-        return [json.loads(m["Body"]) for m in self.receive(self.queue_url)]
-
-    def dead_letter_and_mark(self) -> None:
-        """Receive every job past maxReceiveCount (3) so SQS moves it to the DLQ, then run the DLQ
-        handler on them; the messages stay in the DLQ, as when no Lambda is attached to it."""
-        for _ in range(4):
-            self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
-            )
-        records = [
-            {"messageId": m["MessageId"], "body": m["Body"], "messageAttributes": {}}
-            for m in self.receive(self.dlq_url, hold_s=0)
-        ]
-        handler = DeadLetterHandler(self.dynamodb, self.table)
-        assert handler.handle({"Records": records}) == {"batchItemFailures": []}
 
 
 def uploads(*keys: str) -> dict[str, Any]:
@@ -101,21 +29,6 @@ def uploads(*keys: str) -> dict[str, Any]:
     return {"Records": records}
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="transcoder")
-    ops.add_commands(root.add_subparsers(dest="command", required=True))
-    return root
-
-
-async def run(
-    settings: Settings, capsys: pytest.CaptureFixture[str], *argv: str
-) -> tuple[int, str, str]:
-    args = parser().parse_args(list(argv))
-    code = await args.run(settings, args)
-    captured = capsys.readouterr()
-    return int(code), captured.out, captured.err
-
-
 @pytest.fixture
 def aws(settings: Settings, resources: Resources) -> Aws:
     return Aws(settings, resources)
@@ -125,37 +38,6 @@ def aws(settings: Settings, resources: Resources) -> Aws:
 def enqueuer(settings: Settings, aws: Aws) -> Enqueuer:
     config = EnqueueConfig(table=settings.table, queue_url=aws.queue_url)
     return Enqueuer(config, aws.dynamodb, aws.sqs)
-
-
-def dlq_depth(aws: Aws, dlq_url: str) -> int:
-    """Messages in the DLQ, visible or held."""
-    attributes = aws.sqs.get_queue_attributes(
-        QueueUrl=dlq_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("90", 90.0), ("30m", 1800.0), ("1h30m", 5400.0), ("2d", 172800.0)]
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert ops.parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "30x", "m30", "1h 30m", "-5m"])
-def test_bad_durations_are_usage_errors(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        ops.parse_duration(text)
-
-
-def test_tables_align_and_ages_read_well() -> None:
-    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    assert ops.age("2026-01-01T11:55:48.000Z", now) == "4m12s"
-    assert ops.age("2025-12-30T08:00:00.000Z", now) == "2d04h"
-    assert ops.age("garbage", now) == "?"
-    text = ops.table(("video", "status"), [{"video": "v1", "status": "FAILED"}, {"video": "v22"}])
-    assert text.splitlines() == ["VIDEO  STATUS", "v1     FAILED", "v22    -"]
 
 
 async def test_status_lists_jobs_in_a_state_oldest_first(
@@ -297,67 +179,3 @@ async def test_retry_sends_a_retryable_failure_again_and_refuses_the_rest(
     assert code == 1 and "failed permanently (not_a_video)" in err
     code, _, err = await run(settings, capsys, "retry", "c", "--user", "u1")
     assert code == 1 and "only FAILED jobs" in err
-
-
-def short_clip(source: Path, target: Path, seconds: float = 2.0) -> Path:
-    """The first seconds of a sample, stream-copied (no encode), to keep the CPU for the worker."""
-    command = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", str(seconds)]
-    subprocess.run([*command, "-c", "copy", str(target)], check=True, timeout=60)
-    return target
-
-
-async def wait_for_status(
-    services: app.Services, user: str, video: str, want: str, timeout_s: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    record: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        found = await services.store.get(user, video)
-        record = found.model_dump(mode="json", exclude_none=True) if found else None
-        if record and record.get("status") == want:
-            return record
-        await asyncio.sleep(0.25)
-    raise AssertionError(
-        f"{video} is {record and record.get('status')}, not {want}, after {timeout_s} s"
-    )
-
-
-@pytest.mark.e2e
-async def test_a_dead_lettered_job_is_redriven_and_completed_by_a_worker(
-    settings: Settings,
-    clients: Clients,
-    aws: Aws,
-    resources: Resources,
-    samples: dict[str, Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    clip = short_clip(samples["bikes"], tmp_path / "bikes.mp4")
-    (job,) = await submit(clients, settings, [clip], user_id="ops")  # through the real handler
-    aws.dead_letter_and_mark()
-    services = await app.connect(clients, settings)
-    failed = await services.store.get(job.user_id, job.video_id)
-    assert failed is not None and failed.error is not None
-    assert failed.error.code == "retries_exhausted"
-    assert failed.job_id is not None
-
-    code, out, err = await run(settings, capsys, "dlq", "redrive", "--job", failed.job_id)
-    assert code == 0, err
-    assert out.splitlines()[-1] == "1 of 1 message(s) redriven"
-    redriven = await services.store.get(job.user_id, job.video_id)
-    assert redriven is not None and redriven.status == "QUEUED"
-
-    worker = await app.build_worker(settings, services)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        record = await wait_for_status(services, job.user_id, job.video_id, "COMPLETED", 240)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
-    assert record["job_id"] == failed.job_id
-    rendition = record["renditions"]["720p"]
-    assert (rendition["status"], rendition["width"], rendition["height"]) == ("COMPLETED", 640, 272)
-    head = await clients.s3.head_object(Bucket=settings.bucket, Key=rendition["key"])
-    assert head["ContentLength"] == rendition["bytes"]
-    assert dlq_depth(aws, resources.dlq_url) == 0

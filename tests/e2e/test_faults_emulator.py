@@ -26,7 +26,7 @@ from transcoder.config import Settings
 from transcoder.ops.bootstrap import bootstrap
 from transcoder.ops.emulator import Emulator, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 OUTAGE_S = 15.0
 
 

@@ -15,7 +15,7 @@ from faults.harness import Fleet
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 async def test_duplicate_while_the_holder_is_alive_backs_off(

@@ -9,7 +9,7 @@ import yaml
 
 from autoscaling.policy import PolicyConfig
 
-MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "keda-scaledobject.yaml"
+MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "keda-scaledobject.yaml"
 
 
 def documents() -> dict[str, dict[str, Any]]:

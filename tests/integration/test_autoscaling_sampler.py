@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from support.events import upload_event
 
 from autoscaling import sampler as sampler_module
 from autoscaling.policy import PolicyConfig, Reason
-from autoscaling.sampler import ConfigError, Sampler, SamplerConfig, build_sampler, uploads_in
+from autoscaling.sampler import Sampler, SamplerConfig, build_sampler
 from autoscaling.state import STATE_PK
 from transcoder.ops.cli import main
 
@@ -249,28 +250,6 @@ def test_a_gap_in_sampling_restarts_the_quiet_period(fleet: Fleet) -> None:
     assert later.decision.desired == 1
 
 
-def upload_event(key: str) -> dict[str, Any]:
-    return {
-        "source": "aws.s3",
-        "detail-type": "Object Created",
-        "detail": {"bucket": {"name": "media"}, "object": {"key": key, "size": 10}},
-    }
-
-
-def test_uploads_in_recognises_s3_and_eventbridge_notifications() -> None:
-    assert uploads_in(upload_event("raw/u1/v1.mp4")) == 1
-    assert uploads_in(upload_event("transcoded/720p/u1/v1.mp4")) == 0
-    records = {
-        "Records": [
-            {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "raw/u/a.mov"}}},
-            {"eventName": "ObjectCreated:Put", "s3": {"object": {"key": "raw/u/b.mov"}}},
-            {"eventName": "ObjectRemoved:Delete", "s3": {"object": {"key": "raw/u/c.mov"}}},
-        ]
-    }
-    assert uploads_in(records) == 2
-    assert uploads_in({"source": "aws.events", "detail-type": "Scheduled Event"}) == 0
-
-
 @pytest.fixture
 def lambda_env(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Fleet:
     env = {
@@ -305,23 +284,6 @@ def test_handler_samples_on_schedule_with_policy_from_the_environment(lambda_env
     assert result["decided"] == 4  # TRANSCODER_SCALE_MAX_TASKS
     assert json.loads(json.dumps(result)) == result
     assert lambda_env.service()["desiredCount"] == 4
-
-
-def test_config_from_env_names_what_is_missing_or_wrong() -> None:
-    with pytest.raises(ConfigError, match="TRANSCODER_ECS_SERVICE"):
-        SamplerConfig.from_env({"TRANSCODER_QUEUE": "q", "TRANSCODER_ECS_CLUSTER": "c"})
-    base = {
-        "TRANSCODER_QUEUE": "q",
-        "TRANSCODER_ECS_CLUSTER": "c",
-        "TRANSCODER_ECS_SERVICE": "s",
-        "TRANSCODER_TABLE": "t",
-    }
-    with pytest.raises(ConfigError, match="TRANSCODER_SCALE_MODE"):
-        SamplerConfig.from_env({**base, "TRANSCODER_SCALE_MODE": "yolo"})
-    with pytest.raises(ConfigError, match="TRANSCODER_SCALE_MAX_TASKS"):
-        SamplerConfig.from_env({**base, "TRANSCODER_SCALE_MAX_TASKS": "many"})
-    config = SamplerConfig.from_env({**base, "TRANSCODER_SLOTS": "2"})
-    assert (config.direct, config.policy.jobs_per_task) == (False, 2)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from faults.harness import Fleet
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def gone(processes: list[psutil.Process]) -> bool:

@@ -34,8 +34,6 @@ from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import Submitted, submit, wait_for_terminal
 from transcoder.runtime import app
 
-pytestmark = pytest.mark.e2e
-
 E2E_TIMEOUT_S = 480
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 

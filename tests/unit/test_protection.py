@@ -1,4 +1,4 @@
-"""ECS task scale-in protection: the agent client, the worker's use of it, and a real worker.
+"""ECS task scale-in protection: the agent client and the worker's use of it, with fakes.
 
 The agent is a local stand-in (tests/faults/agent.py) that records each call.
 """
@@ -9,19 +9,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import BUCKET, SOURCE, FakeStore
 from faults.agent import Agent
-from faults.clips import clip
-from faults.harness import Fleet
 
-from transcoder.aws.clients import Clients
 from transcoder.aws.protection import TaskProtection, for_agent, granted
 from transcoder.aws.queue import Delivery
-from transcoder.config import Settings
 from transcoder.domain.job import JobMessage, RawKey
 from transcoder.media.progress import Progress
 from transcoder.ops.emulator import free_port
@@ -246,34 +241,3 @@ async def test_liveness_renews_protection_while_a_job_runs() -> None:
     queue = FakeQueue(Trace(), [Delivery("m1", "rh1", job_body(), 1, time.monotonic())])
     await run_for(worker(queue, protection), 1.0)
     assert protection.renewals >= 3  # every 0.1 s heartbeat of a 0.5 s job
-
-
-# ------------------------------------------------- a real worker process, a stand-in agent
-
-
-@pytest.mark.e2e
-async def test_real_worker_protects_around_a_job_and_waits_while_refused(
-    settings: Settings, clients: Clients, tmp_path: Path, agent: Agent
-) -> None:
-    agent.mode = "refuse"
-    async with Fleet.open(settings, clients, tmp_path) as fleet:
-        (job,) = await fleet.submit(clip(2))
-        worker = fleet.start("worker", extra_env={"ECS_AGENT_URI": agent.url})
-        await worker.wait_for("worker.unprotected", timeout_s=30)
-        await asyncio.sleep(2)
-        assert (await fleet.record(job))["status"] == "QUEUED"  # refused: nothing received
-        assert (await fleet.depth()).visible == 1
-        agent.mode = "grant"
-        await fleet.wait_for_status(job, "COMPLETED", timeout_s=60)
-        await fleet.wait_until("released when idle", released(agent), 15)
-        granted_calls = [c for c in agent.calls if c.enabled]
-        assert granted_calls[0].body["ExpiresInMinutes"] == 15  # the default 900 s window
-        claimed = worker.events("job.claimed")
-        assert claimed
-
-
-def released(agent: Agent) -> Any:
-    async def check() -> bool:
-        return bool(agent.calls) and not agent.calls[-1].enabled and agent.mode == "grant"
-
-    return check

@@ -23,7 +23,7 @@ from transcoder.config import ENV_PREFIX, Settings
 from transcoder.domain.job import STATUS_INDEX
 from transcoder.ops.bootstrap import DLQ_RETENTION_S
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -24,7 +24,7 @@ from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 from transcoder.ops.demo import Submitted
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 JOBS, WORKERS, CHAOS_S, SEED = 30, 3, 40.0, 20261122
 BATCH, BATCH_EVERY_S = 3, 3.0
 

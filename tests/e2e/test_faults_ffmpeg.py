@@ -21,7 +21,7 @@ from faults.harness import Fleet, WorkerProcess
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 async def test_frozen_ffmpeg_is_detected_killed_and_retried(

@@ -16,7 +16,7 @@ from faults.harness import Fleet
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 TAKE_OVER = (
     "SET attempts = attempts + :one, lease_owner = :owner, lease_expires_at = :until, "
     "rev = rev + :one"

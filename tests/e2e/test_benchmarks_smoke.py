@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNNERS = {"W", "B0", "B1", "B3"}
 
 
-@pytest.mark.e2e
 @pytest.mark.slow
 def test_quick_benchmark_produces_valid_outputs_and_results(
     samples: dict[str, Path], tmp_path: Path

@@ -1,0 +1,1 @@
+"""Helpers shared by test files of more than one tier (unit, integration, e2e)."""
