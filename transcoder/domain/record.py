@@ -152,7 +152,10 @@ def _plain(value: Any) -> Any:
 
 def to_item(record: JobRecord) -> dict[str, Any]:
     """The record as a DynamoDB item (attribute values), keys included."""
-    data = record.model_dump(mode="python", exclude_none=True, by_alias=True)
+    # Absent top-level fields stay absent (the status index and conditions rely on that); a None
+    # inside a nested value is stored as NULL, so a required-but-None field reads back as None.
+    dumped = record.model_dump(mode="python", by_alias=True)
+    data = {name: value for name, value in dumped.items() if value is not None}
     data.pop("schema_version", None)
     data["schema"] = record.schema_version
     item = {name: _SERIALIZER.serialize(_storable(value)) for name, value in data.items()}
