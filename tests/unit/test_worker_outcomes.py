@@ -23,7 +23,7 @@ from transcoder.domain.errors import AwsUnavailable, InputRejected, Stalled
 from transcoder.domain.job import Reason, Status
 from transcoder.runtime.decision import Label, RetryPolicy
 from transcoder.runtime.liveness import LivenessConfig
-from transcoder.runtime.worker import Worker, WorkerConfig
+from transcoder.runtime.worker import PipelinePort, Worker, WorkerConfig
 
 POLICY = RetryPolicy(
     max_receive_count=3,
@@ -36,7 +36,7 @@ POLICY = RetryPolicy(
 
 
 def make_worker(
-    queue: FakeQueue, store: FakeStore, pipeline: FakePipeline, slots: int = 1
+    queue: FakeQueue, store: FakeStore, pipeline: PipelinePort, slots: int = 1
 ) -> Worker:
     config = WorkerConfig(
         slots=slots,
