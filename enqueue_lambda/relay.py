@@ -82,7 +82,7 @@ def queue_url(sqs: SQSClient, name_or_url: str) -> str:
 
 
 def wire(s3: S3Client, sqs: SQSClient, bucket: str, uploads_queue: str = UPLOADS_QUEUE) -> str:
-    """Create the uploads queue and point the bucket's ``raw/`` ObjectCreated events at it."""
+    """Create the uploads queue and point the bucket's ``raw/`` created and removed events at it."""
     url = sqs.create_queue(
         QueueName=uploads_queue,
         Attributes={
@@ -113,7 +113,7 @@ def wire(s3: S3Client, sqs: SQSClient, bucket: str, uploads_queue: str = UPLOADS
                 {
                     "Id": NOTIFICATION_ID,
                     "QueueArn": arn,
-                    "Events": ["s3:ObjectCreated:*"],
+                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
                     "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": RAW_PREFIX}]}},
                 }
             ]

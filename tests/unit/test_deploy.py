@@ -462,7 +462,8 @@ def test_raw_uploads_invoke_the_enqueue_lambda(template: dict[str, Any]) -> None
     (event,) = function["Events"].values()
     assert event["Type"] == "S3"
     assert event["Properties"]["Bucket"] == {"Ref": "MediaBucket"}
-    assert event["Properties"]["Events"] == "s3:ObjectCreated:*"
+    # Deletions too: an upload deleted before it was published must never be (source_deleted).
+    assert event["Properties"]["Events"] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
     rules = event["Properties"]["Filter"]["S3Key"]["Rules"]
     assert rules == [{"Name": "prefix", "Value": "raw/"}]
     failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
