@@ -75,10 +75,12 @@ def delivery(
 
 
 class FakeClock:
-    """A monotonic clock that only moves when someone sleeps on it (or ``advance`` is called)."""
+    """Virtual time: ``sleep`` returns at once in wall time, and the clock jumps to the earliest
+    sleeper's wake-up, so concurrent sleepers see one consistent timeline."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.now = start
+        self._waking: list[float] = []
 
     def monotonic(self) -> float:
         return self.now
@@ -87,7 +89,15 @@ class FakeClock:
         self.now += seconds
 
     async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
+        target = self.now + max(seconds, 0.0)
+        self._waking.append(target)
+        try:
+            while self.now < target:
+                await asyncio.sleep(0)  # first let every runnable task reach its own sleep
+                if self.now < target <= min(self._waking):
+                    self.now = target  # nobody wakes earlier: time moves on to us
+        finally:
+            self._waking.remove(target)
         await asyncio.sleep(0)  # let other tasks run; no wall-clock wait
 
 
