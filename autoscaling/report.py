@@ -131,6 +131,7 @@ def write_json(path: Path, summaries: Sequence[Summary], meta: dict[str, Any]) -
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
+# Over 40 lines: matplotlib's figure set-up is a list of calls; splitting it hides nothing.
 def plot(path: Path, series: dict[str, list[Record]], title: str) -> None:
     """Queue depth and task count over the day, one panel per policy (matplotlib, Agg)."""
     import matplotlib

@@ -122,6 +122,8 @@ class Storage:
             version_id=response.get("VersionId"),
         )
 
+    # Over 40 lines: each S3 answer (412, 404, a broken body, a short read) maps to one domain
+    # error here, next to the call, so the gateway never sees a botocore error.
     async def read_range(
         self,
         key: str,

@@ -161,6 +161,7 @@ variables (docs/configuration.md). Run `transcoder COMMAND --help` for a command
 """
 
 
+# Over 40 lines: one flat list of argparse declarations, read top to bottom like --help.
 def parser() -> argparse.ArgumentParser:
     """The command tree; each sub-command sets ``run``: async (settings, args) -> exit code.
 

@@ -294,6 +294,8 @@ class Pipeline:
             for target in plan.targets
         }
 
+    # Over 40 lines: check, then upload, then record, in one place so the order (no upload
+    # before the gate and the lease both passed) is visible at a glance.
     async def _publish(
         self,
         message: JobMessage,
