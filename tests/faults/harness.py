@@ -407,7 +407,7 @@ class Fleet:
         """An unconditional write to the job record, as another worker or a test would make (it
         bumps ``rev``, as every real writer does)."""
         names = {"ExpressionAttributeNames": {"#status": "status"}} if "#status" in update else {}
-        if update.startswith("SET "):
+        if update.startswith("SET ") and "rev" not in update:
             update = update.replace("SET ", "SET rev = rev + :bump_one, ", 1)
             values["bump_one"] = 1
         await self.clients.dynamodb.update_item(

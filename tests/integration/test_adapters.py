@@ -11,6 +11,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
+from fakes import SOURCE
 from records import poke_arguments
 
 from transcoder.aws.clients import Clients
@@ -208,3 +209,33 @@ async def test_head_of_a_missing_source_is_a_permanent_rejection(
     with pytest.raises(InputRejected) as caught:
         await storage.head("raw/u/missing.mp4")
     assert caught.value.reason is Reason.SOURCE_NOT_FOUND
+
+
+async def test_a_read_answered_after_a_write_never_makes_the_worker_lose_its_lease(
+    clients: Clients, resources: Resources
+) -> None:
+    """The demo's poller and the worker share one store: a status read issued before the claim
+    but answered after it must not make the next heartbeat believe the lease is gone."""
+    store = JobStore(clients.dynamodb, resources.table)
+    message = job("race")
+    queued = await store.claim(message, owner="w0", lease_s=60)
+    assert isinstance(queued, Lease)
+    await store.release(queued, None)  # QUEUED, as the enqueue Lambda leaves it
+    original = clients.dynamodb.get_item
+    answered = asyncio.Event()
+
+    async def slow_get(**kwargs: Any) -> Any:
+        response = await original(**kwargs)  # read now...
+        await answered.wait()  # ...answered only after the claim below
+        return response
+
+    with patch.object(clients.dynamodb, "get_item", slow_get):
+        poll = asyncio.ensure_future(store.get("u1", "race"))
+        await asyncio.sleep(0.05)
+    lease = await store.claim(message, owner="w1", lease_s=60)
+    assert isinstance(lease, Lease)
+    answered.set()
+    stale = await poll
+    assert stale is not None and stale.status == "QUEUED"
+    await store.record_source(lease, SOURCE)  # not LeaseLost
+    await store.renew(lease, lease_s=60, progress=10)

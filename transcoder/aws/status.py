@@ -36,10 +36,12 @@ from transcoder.domain.job import (
 from transcoder.domain.record import JobRecord, from_item, put_condition, record_key, to_item
 from transcoder.domain.record import value as attr_value
 from transcoder.domain.transitions import Clock, Decision, Lease, Refusal, Verdict, Write
+from transcoder.logs import get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
+log = get_logger(__name__)
 CONDITION_FAILED = "ConditionalCheckFailedException"
 WRITE_ATTEMPTS = 4  # re-decisions after a refused put before giving up (retryable)
 Decide = Callable[[JobRecord | None], Decision]
@@ -77,19 +79,34 @@ class JobStore:
     async def transact(
         self, ids: Ids, decide: Decide, *, read: bool = False
     ) -> JobRecord | Refusal:
-        """Decide on the record as known (or read), store the write; re-decide when refused."""
-        current = await self.get(*ids) if read or ids not in self._known else self._known[ids]
+        """Decide on the record as known (or read), store the write; re-decide when refused.
+
+        A write may be decided on the record this process last knew (a refused put corrects it),
+        but a refusal may not: it is decided again on a fresh read before it is returned.
+        """
+        fresh = read or ids not in self._known
+        current = await self.get(*ids) if fresh else self._known[ids]
         for _ in range(WRITE_ATTEMPTS):
             decision = decide(current)
             if isinstance(decision, Refusal):
-                return decision
+                if fresh:
+                    return decision
+                current, fresh = await self.get(*ids), True
+                continue
             stored, current = await self._put(decision)
+            fresh = True
             if stored:
                 self._remember(ids, decision.record)
                 return decision.record
             if current is not None and current.write_id == decision.record.write_id:
                 self._remember(ids, current)  # our write landed; only its answer was lost
                 return current
+            log.debug(
+                "record.write_refused",
+                expected_rev=decision.expected_rev,
+                rev=current.rev if current else None,
+                status=current.status if current else None,
+            )
             self._remember(ids, current)
         raise AwsUnavailable(f"record {ids[0]}/{ids[1]} kept changing under the write")
 
@@ -172,9 +189,11 @@ class JobStore:
         return True, write.record
 
     def _remember(self, ids: Ids, record: JobRecord | None) -> None:
+        """Keep the newest record seen: a read answered after a later write must not undo it."""
+        known = self._known.get(ids)
         if record is None:
             self._known.pop(ids, None)
-        else:
+        elif known is None or record.rev >= known.rev:
             self._known[ids] = record
 
     async def list_by_status(
