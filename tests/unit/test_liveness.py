@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+import fakes
 import pytest
 
 from transcoder.aws.queue import Delivery
@@ -39,7 +40,9 @@ class Script:
 
 
 @dataclass
-class FakeQueue:
+class FakeQueue(fakes.FakeQueue):
+    """The typed fake queue, whose visibility changes follow a script."""
+
     script: Script = field(default_factory=Script)
 
     async def set_visibility(self, delivery: Delivery, seconds: int) -> None:
@@ -47,7 +50,9 @@ class FakeQueue:
 
 
 @dataclass
-class FakeStore:
+class FakeStore(fakes.FakeStore):
+    """The typed fake store, whose renewals follow a script."""
+
     script: Script = field(default_factory=Script)
 
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
@@ -69,9 +74,7 @@ def watcher(
     received = time.monotonic() if received_at is None else received_at
     delivery = Delivery("m1", "rh1", "{}", 1, received)
     config = LivenessConfig(visibility_s, interval_s, stall_timeout_s, max_job_duration_s)
-    return Liveness(
-        cast(Any, queue), cast(Any, store), delivery, LEASE, progress or Progress(), config, extra
-    )
+    return Liveness(queue, store, delivery, LEASE, progress or Progress(), config, extra)
 
 
 async def watch_for(liveness: Liveness, seconds: float) -> BaseException | None:
@@ -205,7 +208,7 @@ async def test_a_cancellation_swallowed_inside_a_renewal_still_stops_the_watcher
     loop = asyncio.get_running_loop()
     in_flight: asyncio.Future[asyncio.Future[None]] = loop.create_future()
 
-    class RacingStore:
+    class RacingStore(FakeStore):
         async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
             call: asyncio.Future[None] = loop.create_future()
             if not in_flight.done():
@@ -219,7 +222,7 @@ async def test_a_cancellation_swallowed_inside_a_renewal_still_stops_the_watcher
         loop.call_soon(call.set_result, None)  # the renewal's answer lands with our cancel
         return "done"
 
-    liveness = watcher(FakeQueue(), cast(Any, RacingStore()), interval_s=0.05)
+    liveness = watcher(FakeQueue(), RacingStore(), interval_s=0.05)
     task = asyncio.ensure_future(supervise(work(), liveness.watch()))
     done, _ = await asyncio.wait({task}, timeout=3)
     if not done:
