@@ -32,6 +32,7 @@ from transcoder.domain.job import (
 from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Clock, Decision, Lease, Refusal, Verdict
 from transcoder.media.progress import Progress
+from transcoder.runtime.decision import RetryPolicy
 from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
 
 SOURCE = SourceFacts(
@@ -53,6 +54,14 @@ RESULT = PipelineResult(
     renditions={"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")},
 )
 BUCKET = "media"
+POLICY = RetryPolicy(
+    max_receive_count=3,
+    visibility_s=600,
+    retry_base_s=30,
+    retry_max_s=900,
+    defer_base_s=5,
+    defer_max_s=120,
+)
 
 
 def job(video: str = "v1", user: str = "u1", **overrides: Any) -> JobMessage:

@@ -9,45 +9,20 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
-from records import as_dict, poke_arguments
+from support.operator import Aws
 
 from enqueue_lambda import dlq
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.config import Settings
-from transcoder.domain.record import record_key
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 BUCKET = "media-bucket"
-
-
-class Aws:
-    """boto3 clients on the emulator (as in Lambda) and the reads and writes the tests need."""
-
-    def __init__(self, settings: Settings, resources: Resources) -> None:
-        config = Config(region_name=settings.region, retries={"max_attempts": 1})
-        url = settings.endpoint_url
-        self.dynamodb: DynamoDBClient = boto3.client("dynamodb", endpoint_url=url, config=config)
-        self.sqs: SQSClient = boto3.client("sqs", endpoint_url=url, config=config)
-        self.table = settings.table
-        self.queue_url = resources.queue_url
-
-    def record(self, user: str, video: str) -> dict[str, Any] | None:
-        key = record_key(user, video)
-        item = self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        return as_dict(item["Item"]) if "Item" in item else None
-
-    def set(self, user: str, video: str, **values: Any) -> None:
-        self.dynamodb.update_item(**poke_arguments(self.table, user, video, **values))
 
 
 def uploads(*keys: str) -> dict[str, Any]:

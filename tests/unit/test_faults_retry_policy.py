@@ -12,7 +12,7 @@ import random
 import time
 
 import pytest
-from fakes import FakeClock, FakeQueue, FakeStore, delivery, job, record_for
+from fakes import POLICY, FakeClock, FakeQueue, FakeStore, delivery, job, record_for
 
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
 from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus, Status
@@ -25,14 +25,6 @@ LEASE = Lease("u1", "v1", job().job_id, "w1", 1)
 RENDITIONS = {"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")}
 AWS_DOWN = ErrorInfo(code=Reason.AWS_UNAVAILABLE, message="503", retryable=True)
 CRASH = ErrorInfo(code=Reason.INTERNAL_ERROR, message="bug", retryable=True)
-POLICY = RetryPolicy(
-    max_receive_count=3,
-    visibility_s=600,
-    retry_base_s=30,
-    retry_max_s=900,
-    defer_base_s=5,
-    defer_max_s=120,
-)
 
 
 def settler(queue: FakeQueue, store: FakeStore) -> Settler:

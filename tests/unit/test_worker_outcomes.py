@@ -11,6 +11,7 @@ import time
 
 from fakes import (
     BUCKET,
+    POLICY,
     FakePipeline,
     FakeQueue,
     FakeStore,
@@ -21,18 +22,9 @@ from fakes import (
 
 from transcoder.domain.errors import AwsUnavailable, InputRejected, Stalled
 from transcoder.domain.job import Reason, Status
-from transcoder.runtime.decision import Label, RetryPolicy
+from transcoder.runtime.decision import Label
 from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.worker import PipelinePort, Worker, WorkerConfig
-
-POLICY = RetryPolicy(
-    max_receive_count=3,
-    visibility_s=600,
-    retry_base_s=30,
-    retry_max_s=900,
-    defer_base_s=5,
-    defer_max_s=120,
-)
 
 
 def make_worker(
