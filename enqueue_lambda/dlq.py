@@ -40,8 +40,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from enqueue_lambda.config import table_from_env
 from enqueue_lambda.jsonlog import emit, get_logger
+from enqueue_lambda.letters import message_attributes, poison_ids
 from enqueue_lambda.records import RecordChanging, RecordTable
-from enqueue_lambda.verdict import message_attributes, poison_ids
 from transcoder.domain import transitions
 from transcoder.domain.job import JobMessage, newer_schema
 from transcoder.domain.record import JobRecord
