@@ -176,7 +176,7 @@ class Worker:
             if free <= 0:
                 await self._wait_for_slot(stop)
                 continue
-            deliveries = await self._receive(free)
+            deliveries = await self._receive_unless_stopped(free, stop)
             if deliveries is None:
                 failures += 1
                 delay = self._config.policy.backoff_s(
@@ -193,6 +193,30 @@ class Worker:
                 await self._protection.release()
             for delivery in deliveries:
                 self._start(delivery, stop)
+
+    async def _receive_unless_stopped(
+        self, free: int, stop: asyncio.Event
+    ) -> list[Delivery] | None:
+        """``_receive``, cancelled when ``stop`` is set so an idle worker exits at once.
+
+        A long poll can wait ``wait_time_s`` (up to 20 s). What a receive returned before the
+        cancellation took effect is kept (the loop gives it back, visible at once); what SQS
+        picked in the instant the request was cancelled comes back after its visibility timeout
+        (docs/reliability.md, "Fast idle shutdown").
+        """
+        receive = asyncio.ensure_future(self._receive(free))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((receive, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not receive.done():
+                receive.cancel()
+            await asyncio.gather(receive, return_exceptions=True)
+        if receive.cancelled():
+            log.info("queue.receive_cancelled", reason="stopping")
+            return []
+        return receive.result()
 
     async def _receive(self, free: int) -> list[Delivery] | None:
         """Up to ``free`` messages, under scale-in protection; None when we must back off."""
