@@ -251,7 +251,7 @@ class Worker:
         A long poll can wait ``wait_time_s`` (up to 20 s). What a receive returned before the
         cancellation took effect is kept (the loop gives it back, visible at once); what SQS
         picked in the instant the request was cancelled comes back after its visibility timeout
-        (docs/reliability.md, "Fast idle shutdown").
+        (docs/reliability.md, section 3, "Shutdown").
         """
         receive = asyncio.ensure_future(self._receive(free))
         stopping = asyncio.ensure_future(stop.wait())
