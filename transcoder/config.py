@@ -88,6 +88,32 @@ class Settings(BaseSettings):
     max_fps: PositiveSeconds = 60.0
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
+    # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").
+    scratch_reserve_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=0,
+        description="free space the scratch filesystem must have before the worker receives a job",
+    )
+    scratch_margin_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        description="headroom on a job's worst-case scratch use (every rung at its maxrate for "
+        "the source's duration) checked after the probe",
+    )
+    max_environment_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="jobs failing in a row with an environment error (full or unwritable "
+        "scratch, a missing binary) before the worker retires even though its checks pass",
+    )
+    unfit_exit_after_s: float = Field(
+        default=15.0,
+        ge=0,
+        le=300,
+        description="from worker.unfit to the exit (code 3), while /readyz says why; keep it "
+        "inside ECS's stopTimeout",
+    )
 
     # Input limits (permanent failures when exceeded).
     max_input_bytes: int = Field(default=20 * 1024**3, ge=1)

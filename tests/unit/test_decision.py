@@ -17,6 +17,7 @@ PERMANENT = ErrorInfo(code=Reason.NOT_A_VIDEO, message="x", retryable=False)
 RETRYABLE = ErrorInfo(code=Reason.STALLED, message="x", retryable=True)
 AWS_DOWN = ErrorInfo(code=Reason.AWS_UNAVAILABLE, message="503", retryable=True)
 AWS_REFUSED = ErrorInfo(code=Reason.AWS_ERROR, message="AccessDenied", retryable=True)
+SCRATCH_FULL = ErrorInfo(code=Reason.SCRATCH_FULL, message="0 bytes free", retryable=True)
 
 
 def decide(facts: d.Facts, receive_count: int = 1) -> d.Outcome:
@@ -31,6 +32,8 @@ def decide(facts: d.Facts, receive_count: int = 1) -> d.Outcome:
         (d.Errored(LEASE, RETRYABLE), 1, d.Retry, d.Label.RETRY),
         (d.Errored(LEASE, RETRYABLE), 3, d.Failed, d.Label.EXHAUSTED),
         (d.Interrupted(LEASE), 1, d.HandedBack, d.Label.HANDED_BACK),
+        (d.EnvironmentFailed(LEASE, SCRATCH_FULL), 1, d.HandedBack, d.Label.WORKER_UNFIT),
+        (d.EnvironmentFailed(LEASE, SCRATCH_FULL), 3, d.HandedBack, d.Label.WORKER_UNFIT),
         (d.LostLease(RETRYABLE), 1, d.LeaseLost, d.Label.LEASE_LOST),
         (d.NotClaimed(Refusal(Verdict.DUPLICATE, "")), 1, d.Acknowledge, d.Label.DUPLICATE),
         (d.NotClaimed(Refusal(Verdict.ALREADY_FAILED, "")), 1, d.Acknowledge, d.Label.DUPLICATE),
@@ -61,6 +64,7 @@ def test_exhausted_names_the_last_cause_and_leaves_the_message_for_the_dlq() -> 
 def test_give_backs_on_the_last_receive_are_resent_not_spent() -> None:
     for facts in (
         d.Interrupted(LEASE),
+        d.EnvironmentFailed(LEASE, SCRATCH_FULL),
         d.NotClaimed(Refusal(Verdict.HELD, "", 10)),
         d.TableUnreachable(AWS_DOWN),
         d.FromNewerProducer(9),
@@ -72,3 +76,10 @@ def test_give_backs_on_the_last_receive_are_resent_not_spent() -> None:
 def test_a_newer_producers_message_is_never_failed_or_poisoned() -> None:
     for count in (1, 2, 3, 10):
         assert not isinstance(decide(d.FromNewerProducer(2), count), d.Failed | d.Poison)
+
+
+def test_a_sick_workers_failure_hands_the_job_back_with_its_cause() -> None:
+    outcome = decide(d.EnvironmentFailed(LEASE, SCRATCH_FULL), receive_count=3)
+    assert outcome == d.HandedBack(
+        LEASE, resend=True, error=SCRATCH_FULL, label=d.Label.WORKER_UNFIT
+    )

@@ -13,7 +13,9 @@
     │   │                       counts towards the DLQ: transcoder.aws.clients)
     │   ├── FfmpegFailed        ffmpeg exited badly for a reason we cannot pin on the input
     │   ├── Stalled             ffmpeg made no progress for the stall timeout
-    │   └── OutputInvalid       a rendition failed the publish gate
+    │   ├── OutputInvalid       a rendition failed the publish gate
+    │   └── WorkerEnvironmentError  this worker cannot run jobs (scratch full, ...): handed
+    │                           back with the receive spared (transcoder.runtime.fitness)
     └── LeaseLost               another worker owns the job now: write nothing, touch nothing
 
 The worker never inspects botocore error codes: it only sees these classes. Anything that is not
@@ -71,6 +73,10 @@ class Stalled(RetryableError):
 
 class OutputInvalid(RetryableError):
     default_reason = Reason.OUTPUT_INVALID
+
+
+class WorkerEnvironmentError(RetryableError):
+    default_reason = Reason.SCRATCH_FULL
 
 
 class LeaseLost(TranscoderError):

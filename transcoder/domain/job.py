@@ -86,6 +86,12 @@ class Reason(StrEnum):
     AWS_UNAVAILABLE = "aws_unavailable"
     AWS_ERROR = "aws_error"
     SCRATCH_FULL = "scratch_full"
+    SCRATCH_TOO_SMALL = "scratch_too_small"  # the job needs more scratch than a worker has
+    # The worker's own environment, not the job (transcoder.runtime.fitness): the job is handed
+    # back with its receive spared and the worker retires.
+    SCRATCH_UNWRITABLE = "scratch_unwritable"
+    FFMPEG_MISSING = "ffmpeg_missing"
+    ENVIRONMENT_FAILURES = "environment_failures"
     LEASE_LOST = "lease_lost"  # another attempt owns the job now (logged; never recorded)
     INTERNAL_ERROR = "internal_error"
     RETRIES_EXHAUSTED = "retries_exhausted"

@@ -55,9 +55,9 @@ async def run_worker(settings: Settings) -> int:
         worker = await app.build_worker(settings, services, health)
         stop, force = asyncio.Event(), asyncio.Event()
         install_signals(stop, force)
-        async with app.background(settings, services, health):
-            await worker.run(stop, force)
-    return 0
+        async with app.background(settings, services, health, lambda: worker.unfit):
+            # 0, or 3 (EXIT_UNFIT) when the worker retired: ECS or compose replace it.
+            return await worker.run(stop, force)
 
 
 async def run_bootstrap(settings: Settings) -> int:

@@ -26,6 +26,7 @@ from transcoder.domain.errors import TranscoderError
 from transcoder.logs import get_logger
 from transcoder.media.ffmpeg import EncodeOptions
 from transcoder.runtime.decision import RetryPolicy
+from transcoder.runtime.fitness import Fitness, FitnessConfig
 from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.pipeline import Pipeline, PipelineConfig
 from transcoder.runtime.scratch import ScratchSpace
@@ -110,6 +111,7 @@ async def build_worker(
         receive_backoff_max_s=settings.receive_backoff_max_s,
         settle_attempts=settings.settle_attempts,
         settle_backoff_s=settings.settle_backoff_s,
+        unfit_exit_after_s=settings.unfit_exit_after_s,
         liveness=LivenessConfig(
             visibility_s=settings.visibility_timeout_s,
             interval_s=settings.heartbeat_interval_s,
@@ -130,6 +132,17 @@ async def build_worker(
             settings.ecs_agent_uri, expires_s=settings.task_protection_expiry_s
         ),
         scratch=scratch,
+        fitness=Fitness(fitness_config(settings), scratch.root),
+    )
+
+
+def fitness_config(settings: Settings) -> FitnessConfig:
+    audio_kbps = settings.audio_bitrate_kbps
+    return FitnessConfig(
+        reserve_bytes=settings.scratch_reserve_bytes,
+        margin_ratio=settings.scratch_margin_ratio,
+        max_environment_failures=settings.max_environment_failures,
+        ladder_kbps=sum(rung.maxrate_kbps + audio_kbps for rung in settings.ladder),
     )
 
 
@@ -202,25 +215,35 @@ async def _probe(check: Callable[[], Awaitable[object]]) -> str:
     return "ok"
 
 
-def readiness(services: Services) -> metrics.ReadinessCheck:
+UnfitReason = Callable[[], object | None]  # the worker's ``unfit``: None, or why it retires
+
+
+def readiness(services: Services, unfit: UnfitReason | None = None) -> metrics.ReadinessCheck:
     async def check() -> dict[str, str]:
         queue, table = await asyncio.gather(
             _probe(services.queue.depth), _probe(lambda: services.store.get("readyz", "readyz"))
         )
         ffmpeg = "ok" if shutil.which("ffmpeg") and shutil.which("ffprobe") else "missing"
-        return {"queue": queue, "table": table, "ffmpeg": ffmpeg}
+        checks = {"queue": queue, "table": table, "ffmpeg": ffmpeg}
+        if unfit is not None:
+            reason = unfit()
+            checks["worker"] = "ok" if reason is None else f"unfit: {reason}"
+        return checks
 
     return check
 
 
 @contextlib.asynccontextmanager
 async def background(
-    settings: Settings, services: Services, health: metrics.Health
+    settings: Settings,
+    services: Services,
+    health: metrics.Health,
+    unfit: UnfitReason | None = None,
 ) -> AsyncIterator[metrics.MetricsServer]:
     """The metrics endpoint and the queue-depth poller, cancelled and awaited on exit (also when
     starting the ECS client fails after the endpoint is already listening)."""
     server = metrics.MetricsServer(
-        health, readiness(services), settings.metrics_host, settings.metrics_port
+        health, readiness(services, unfit), settings.metrics_host, settings.metrics_port
     )
     await server.start()
     try:

@@ -17,13 +17,17 @@ ran, permanent      ``Failed``                                        FAILED / d
 ran, retryable      ``Retry``; ``Exhausted`` on the last receive      QUEUED / backoff;
                                                                       FAILED / visible: to the DLQ
 lease lost          ``LeaseLost``                                     - / -
+worker unfit        ``HandedBack(worker_unfit)``, the error recorded  QUEUED / visible now,
+                                                                      receive spared
 interrupted         ``HandedBack``                                    QUEUED / visible now
 crashed (a bug)     ``Retry`` without a lease: ``Backoff``            - / backoff
 ==================  ================================================  ==============================
 
 "Receive spared": a give-back that is not the job's fault must not move the message towards the
 DLQ, so on the last allowed receive it is re-sent as a new message (receive count 1) instead of
-made visible again.
+made visible again. A failure of the worker's own environment (``EnvironmentFailed``: scratch
+full or unwritable, ffmpeg missing; ``transcoder.runtime.fitness`` decides) is such a give-back:
+the worker retires, and the job must not have spent a receive on it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Label(StrEnum):
     DEFERRED = "deferred"
     POSTPONED = "postponed"
     POISON = "poison"
+    WORKER_UNFIT = "worker_unfit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,14 @@ class Interrupted:
     lease: Lease
 
 
+@dataclass(frozen=True, slots=True)
+class EnvironmentFailed:
+    """The job failed because this worker cannot run jobs (it is unfit now), not because of it."""
+
+    lease: Lease
+    error: ErrorInfo
+
+
 Facts = (
     NotAJob
     | FromNewerProducer
@@ -139,6 +152,7 @@ Facts = (
     | Errored
     | LostLease
     | Interrupted
+    | EnvironmentFailed
 )
 
 # --------------------------------------------------------------------- outcomes
@@ -173,6 +187,7 @@ class Retry:
 class HandedBack:
     lease: Lease
     resend: bool  # the last allowed receive: re-send instead of making it visible
+    error: ErrorInfo | None = None  # recorded on the QUEUED record (an unfit worker's cause)
     label: Label = Label.HANDED_BACK
 
 
@@ -223,21 +238,8 @@ def decide(facts: Facts, receive_count: int, policy: RetryPolicy, rng: random.Ra
     """The one decision: what this delivery's facts mean for the record and the message."""
     last = receive_count >= policy.max_receive_count
     match facts:
-        case Succeeded(lease, renditions):
-            return Completed(lease, renditions)
-        case Errored(lease, error) if not error.retryable:
-            return Failed(lease, error)
-        case Errored(lease, error) if last:
-            return Failed(
-                lease, exhausted(error, receive_count), to_dlq=True, label=Label.EXHAUSTED
-            )
-        case Errored(lease, error):
-            delay = policy.backoff_s(receive_count, policy.retry_base_s, policy.retry_max_s, rng)
-            return Retry(lease, error, delay)
-        case Interrupted(lease):
-            return HandedBack(lease, resend=last)
-        case LostLease(error):
-            return LeaseLost(error)
+        case Succeeded() | Errored() | Interrupted() | EnvironmentFailed() | LostLease():
+            return _claimed(facts, receive_count, policy, rng)
         case NotClaimed(refusal):
             return _unclaimed(refusal, receive_count, policy, rng)
         case TableUnreachable(error) if error.code == Reason.AWS_ERROR:
@@ -254,6 +256,35 @@ def decide(facts: Facts, receive_count: int, policy: RetryPolicy, rng: random.Ra
             return GiveBack(Label.POSTPONED, POSTPONE_S, resend=last)
         case NotAJob(error):
             return Poison(error)
+
+
+def _claimed(
+    facts: Succeeded | Errored | Interrupted | EnvironmentFailed | LostLease,
+    receive_count: int,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Outcome:
+    """The facts of a job this worker claimed and ran."""
+    last = receive_count >= policy.max_receive_count
+    match facts:
+        case Succeeded(lease, renditions):
+            return Completed(lease, renditions)
+        case Errored(lease, error) if not error.retryable:
+            return Failed(lease, error)
+        case Errored(lease, error) if last:
+            return Failed(
+                lease, exhausted(error, receive_count), to_dlq=True, label=Label.EXHAUSTED
+            )
+        case Errored(lease, error):
+            delay = policy.backoff_s(receive_count, policy.retry_base_s, policy.retry_max_s, rng)
+            return Retry(lease, error, delay)
+        case Interrupted(lease):
+            return HandedBack(lease, resend=last)
+        case EnvironmentFailed(lease, error):
+            # Not the job's fault: visible at once for a healthy worker, the receive spared.
+            return HandedBack(lease, resend=last, error=error, label=Label.WORKER_UNFIT)
+        case LostLease(error):
+            return LeaseLost(error)
 
 
 def _unclaimed(

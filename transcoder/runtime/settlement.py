@@ -100,8 +100,8 @@ class Settler:
                 return fail, partial(q.set_visibility, d, 0) if to_dlq else partial(q.delete, d)
             case Retry(lease, error, delay_s):
                 return partial(store.release, lease, error), partial(q.set_visibility, d, delay_s)
-            case HandedBack(lease, resend):
-                return partial(store.release, lease, None), self._give_back(d, 0, resend)
+            case HandedBack(lease, resend, error):
+                return partial(store.release, lease, error), self._give_back(d, 0, resend)
             case GiveBack(_, delay_s, resend):
                 return (self._give_back(d, delay_s, resend),)
             case Backoff(_, delay_s):

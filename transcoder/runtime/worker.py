@@ -14,6 +14,11 @@
   scale-in can stop it; an idle task that receives work protects itself before claiming it.
   Refused: the messages are given back, and nothing is received until the agent grants it.
 * Retry policy and the DLQ: see ``transcoder.runtime.decision``.
+* Fitness (``transcoder.runtime.fitness``): before each receive the worker checks it can run jobs
+  at all; after the probe, that scratch has room for this job. An unfit worker retires: it logs
+  ``worker.unfit``, stops receiving, hands back everything it holds at once (a job that failed
+  because of it with its receive spared), keeps ``/readyz`` at 503 for the rest of
+  ``unfit_exit_after_s``, and ``run`` returns ``EXIT_UNFIT`` for the process to exit with.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from transcoder import metrics
 from transcoder.aws.protection import Unprotected
 from transcoder.aws.queue import Delivery
 from transcoder.domain.errors import AwsUnavailable, InvalidMessage, LeaseLost, TranscoderError
-from transcoder.domain.job import JobMessage, SourceFacts, newer_schema, raw_ids
+from transcoder.domain.job import ErrorInfo, JobMessage, SourceFacts, newer_schema, raw_ids
 from transcoder.domain.transitions import Lease, Refusal
 from transcoder.logs import bind_job, clear_job, get_logger
 from transcoder.media.progress import Progress
 from transcoder.runtime import decision
 from transcoder.runtime.decision import Facts, RetryPolicy, error_info
+from transcoder.runtime.fitness import Fitness, Unfit
 from transcoder.runtime.liveness import (
     Liveness,
     LivenessConfig,
@@ -51,7 +57,8 @@ from transcoder.runtime.scratch import ScratchSpace
 from transcoder.runtime.settlement import Settler
 
 log = get_logger(__name__)
-__all__ = ["Running", "Worker", "WorkerConfig", "parse_message"]
+__all__ = ["EXIT_UNFIT", "Running", "Worker", "WorkerConfig", "parse_message"]
+EXIT_UNFIT = 3  # the process's exit code when it retired unfit (ECS / compose replace it)
 
 
 class PipelinePort(Protocol):
@@ -78,6 +85,7 @@ class WorkerConfig:
     receive_backoff_max_s: float = 30.0
     settle_attempts: int = 4
     settle_backoff_s: float = 0.5
+    unfit_exit_after_s: float = 15.0  # from worker.unfit to the exit, /readyz saying why
 
 
 @dataclass
@@ -126,6 +134,7 @@ class Worker:
         rng: random.Random | None = None,
         protection: ProtectionPort | None = None,
         scratch: ScratchSpace | None = None,
+        fitness: Fitness | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -137,6 +146,9 @@ class Worker:
         self._protection: ProtectionPort = protection or Unprotected()
         self._renewals = (*renewals, self._protection.renew)
         self._scratch = scratch
+        self._fitness = fitness
+        self._retire_at: float | None = None  # when an unfit worker exits
+        self._stop, self._force = asyncio.Event(), asyncio.Event()
         self._refused = False  # the agent refused protection last time we asked
         self._rng = rng or random.Random()
         self._monotonic = monotonic
@@ -154,9 +166,18 @@ class Worker:
 
     # ----------------------------------------------------------------- the loop
 
-    async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> None:
-        """Work until ``stop`` is set, then shut down gracefully (``force`` skips the grace)."""
+    @property
+    def unfit(self) -> Unfit | None:
+        """Why this worker cannot run jobs (``/readyz`` reports it), or None."""
+        return self._fitness.unfit if self._fitness is not None else None
+
+    async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> int:
+        """Work until ``stop`` is set, then shut down gracefully (``force`` skips the grace).
+
+        Returns the process's exit code: 0, or ``EXIT_UNFIT`` when the worker retired.
+        """
         force = force or asyncio.Event()
+        self._stop, self._force = stop, force
         metrics.SLOTS.set(self._config.slots)
         log.info("worker.started", worker_id=self._config.worker_id, slots=self._config.slots)
         try:
@@ -166,17 +187,23 @@ class Worker:
             await self._protection.release()
             if self._scratch is not None:
                 self._scratch.close()
-        log.info("worker.stopped", worker_id=self._config.worker_id)
+        if self._retire_at is not None:
+            await self._sleep(max(0.0, self._retire_at - self._monotonic()))
+        code = EXIT_UNFIT if self._retire_at is not None else 0
+        log.info("worker.stopped", worker_id=self._config.worker_id, exit_code=code)
+        return code
 
     async def _loop(self, stop: asyncio.Event) -> None:
         failures = 0  # consecutive receives that failed or were refused protection
         while not stop.is_set():
             self._health.beat()
+            if not self._fit():
+                break
             free = self._config.slots - len(self._running)
             if free <= 0:
                 await self._wait_for_slot(stop)
                 continue
-            deliveries = await self._receive(free)
+            deliveries = await self._receive_unless_stopped(free, stop)
             if deliveries is None:
                 failures += 1
                 delay = self._config.policy.backoff_s(
@@ -193,6 +220,52 @@ class Worker:
                 await self._protection.release()
             for delivery in deliveries:
                 self._start(delivery, stop)
+
+    def _fit(self) -> bool:
+        unfit = self._fitness.check() if self._fitness is not None else None
+        if unfit is not None:
+            self._retire(unfit)
+        return unfit is None
+
+    def _retire(self, unfit: Unfit) -> None:
+        """Stop receiving and hand back everything now; ``run`` exits after the linger."""
+        if self._retire_at is not None:
+            return
+        self._retire_at = self._monotonic() + self._config.unfit_exit_after_s
+        log.error(
+            "worker.unfit",
+            reason=unfit.reason.value,
+            detail=unfit.detail,
+            running=len(self._running),
+            exit_in_s=self._config.unfit_exit_after_s,
+            exit_code=EXIT_UNFIT,
+        )
+        self._stop.set()
+        self._force.set()
+
+    async def _receive_unless_stopped(
+        self, free: int, stop: asyncio.Event
+    ) -> list[Delivery] | None:
+        """``_receive``, cancelled when ``stop`` is set so an idle worker exits at once.
+
+        A long poll can wait ``wait_time_s`` (up to 20 s). What a receive returned before the
+        cancellation took effect is kept (the loop gives it back, visible at once); what SQS
+        picked in the instant the request was cancelled comes back after its visibility timeout
+        (docs/reliability.md, section 3, "Shutdown").
+        """
+        receive = asyncio.ensure_future(self._receive(free))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((receive, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not receive.done():
+                receive.cancel()
+            await asyncio.gather(receive, return_exceptions=True)
+        if receive.cancelled():
+            log.info("queue.receive_cancelled", reason="stopping")
+            return []
+        return receive.result()
 
     async def _receive(self, free: int) -> list[Delivery] | None:
         """Up to ``free`` messages, under scale-in protection; None when we must back off."""
@@ -349,6 +422,8 @@ class Worker:
 
         async def on_source(facts: SourceFacts) -> None:
             await self._store.record_source(lease, facts)
+            if self._fitness is not None:
+                self._fitness.make_room(facts)
 
         try:
             result = await supervise(
@@ -362,8 +437,20 @@ class Worker:
         except LeaseLost as exc:
             return decision.LostLease(error_info(exc))
         except Exception as exc:
-            return decision.Errored(lease, error_info(exc))
+            return self._failed(lease, exc)
+        if self._fitness is not None:
+            self._fitness.succeeded()
         return decision.Succeeded(lease, result.renditions)
+
+    def _failed(self, lease: Lease, exc: Exception) -> Facts:
+        """The job's failure, or this worker's: then it retires and the receive is spared."""
+        unfit = self._fitness.unfit if self._fitness and self._fitness.blames(exc) else None
+        if unfit is None:
+            return decision.Errored(lease, error_info(exc))
+        self._retire(unfit)
+        message = f"{unfit}; the job's error: {exc}"[:1000]
+        error = ErrorInfo(code=unfit.reason, message=message, retryable=True)
+        return decision.EnvironmentFailed(lease, error)
 
     async def _give_back(self, delivery: Delivery) -> None:
         """Received while stopping, or protection refused: visible again at once."""
