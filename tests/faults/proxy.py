@@ -272,7 +272,7 @@ class FaultProxy:
             return self._error(call, rule)
         if rule is not None and rule.fault in ("reset_response", "truncate"):
             return await self._cut(request, upstream, rule)
-        return self._relay(upstream)
+        return self._relay(upstream, head=request.method == "HEAD")
 
     async def _before(
         self, rule: Rule, call: Call, request: web.Request
@@ -314,10 +314,13 @@ class FaultProxy:
         ) as response:
             data = await response.read()
             kept = [(k, v) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP]
-            return Upstream(response.status, kept, data)
+            length = response.headers.get("Content-Length")
+            return Upstream(response.status, kept, data, length)
 
-    def _relay(self, upstream: Upstream) -> web.Response:
-        response = web.Response(status=upstream.status, body=upstream.body)
+    def _relay(self, upstream: Upstream, *, head: bool) -> web.Response:
+        response = web.Response(status=upstream.status, body=None if head else upstream.body)
+        if head and upstream.length is not None:  # a HEAD's length is the object's, not 0
+            response.headers["Content-Length"] = upstream.length
         for name, value in upstream.headers:
             if name.lower() != "content-type":
                 response.headers.add(name, value)
@@ -349,6 +352,7 @@ class Upstream:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    length: str | None = None
 
 
 @contextlib.asynccontextmanager

@@ -140,6 +140,17 @@ async def test_sqs_json_errors_name_the_code_and_are_retried_by_the_sdk(
     assert proxy.injected[("error", "sqs", "SendMessage")] == 3
 
 
+async def test_what_passes_through_is_unchanged(
+    proxy: FaultProxy, resources: Resources, settings: Settings
+) -> None:
+    await put_source(proxy.url, settings)
+    async with client("s3", proxy.url) as s3:
+        head = await s3.head_object(Bucket=settings.bucket, Key="raw/u/v.mp4")
+        assert head["ContentLength"] == len(BODY)
+        assert await read_whole(s3, settings.bucket) == BODY
+    assert proxy.seen[("s3", "HeadObject")] == 1
+
+
 async def test_an_answer_lost_after_the_write_was_applied(
     proxy: FaultProxy, resources: Resources, settings: Settings
 ) -> None:
