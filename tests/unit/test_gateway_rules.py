@@ -72,8 +72,11 @@ class Reads:
         self.failed.set()
 
 
+ENCODED = cast(Encoded, object())
+
+
 def encoded() -> Encoded:
-    return cast(Encoded, "encoded")
+    return ENCODED
 
 
 async def stage(result: Encoded | TranscoderError, reads: Reads | None = None) -> Encoded:
@@ -110,8 +113,8 @@ async def test_a_clean_exit_after_a_failed_read_is_not_trusted_either() -> None:
     reads = Reads()
     with pytest.raises(AwsUnavailable):
         await from_source(stage(encoded(), reads), reads)
-    assert await from_source(stage(encoded()), Reads()) == "encoded"
-    assert await from_source(stage(encoded()), None) == "encoded"  # presigned: ffmpeg alone
+    assert await from_source(stage(encoded()), Reads()) is encoded()
+    assert await from_source(stage(encoded()), None) is encoded()  # presigned: ffmpeg alone
 
 
 async def test_the_stage_is_stopped_as_soon_as_a_read_fails_for_good() -> None:
