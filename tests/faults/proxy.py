@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -86,6 +87,7 @@ class Call:
     path: str
     headers: dict[str, str]
     query: dict[str, str]
+    body: bytes = b""  # read first for the JSON protocols only (S3 bodies stream through)
 
     @property
     def range_start(self) -> int | None:
@@ -128,6 +130,27 @@ class Rule:
             return False
         self.fired += 1
         return True
+
+
+def sqs_message_bytes(call: Call) -> int:
+    """A SendMessage's size as SQS counts it against MaximumMessageSize: the body plus every
+    attribute's name, type and value."""
+    request = json.loads(call.body or b"{}")
+    size = len(str(request.get("MessageBody", "")).encode())
+    for name, value in request.get("MessageAttributes", {}).items():
+        size += len(name.encode()) + len(str(value.get("DataType", "")).encode())
+        size += len(str(value.get("StringValue", "")).encode())
+    return size
+
+
+def sqs_too_long(limit_bytes: int) -> AwsFault:
+    """SQS's refusal of a message over its queue's MaximumMessageSize."""
+    return AwsFault(
+        400,
+        "InvalidParameterValue",
+        f"One or more parameters are invalid. Reason: Message must be shorter than "
+        f"{limit_bytes} bytes.",
+    )
 
 
 def classify(method: str, path: str, headers: dict[str, str], query: dict[str, str]) -> Call:
@@ -259,6 +282,8 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
         call = classify(request.method, request.path, headers, dict(request.query))
+        if call.service in ("sqs", "dynamodb"):
+            call = dataclasses.replace(call, body=await request.read())
         self.seen[(call.service, call.operation)] += 1
         rule = self._rule_for(call)
         if rule is not None:
