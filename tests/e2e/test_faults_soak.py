@@ -207,11 +207,12 @@ async def test_soak_through_the_fault_proxy_loses_no_good_upload(
         started, killed = time.monotonic(), list[str]()
         while time.monotonic() - started < BROWNOUT_FAULT_S:
             busy = [w for w in slots if w.ffmpeg()]
-            if busy and len(killed) < BROWNOUT_KILLS and rng.random() < 0.1:
+            due = time.monotonic() - started > 4.0 * (1 + 2 * len(killed))  # at 4 s, then 12 s
+            if busy and len(killed) < BROWNOUT_KILLS and due:
                 busy[0].kill()
                 await busy[0].wait_exit(5)
                 killed.append(busy[0].name)
-                slots[slots.index(busy[0])] = fleet.start("b-replacement")
+                slots[slots.index(busy[0])] = fleet.start(f"b-r{len(killed)}")
             if await all_settled(fleet, jobs + wrong):
                 break
             await asyncio.sleep(0.5)
