@@ -124,6 +124,7 @@ async def test_soak_every_job_settles_exactly_once_under_random_kills(
 # A longer or different run: BROWNOUT_SEED=n BROWNOUT_VALID=m (docs/reliability.md, section 10).
 BROWNOUT_SEED = int(os.environ.get("BROWNOUT_SEED", "20261202"))
 BROWNOUT_VALID = int(os.environ.get("BROWNOUT_VALID", "16"))
+BROWNOUT_RATE = float(os.environ.get("BROWNOUT_RATE", "1"))  # multiplies every probability
 BROWNOUT_WORKERS, BROWNOUT_FAULT_S, BROWNOUT_KILLS = 2, 90.0, 2
 
 
@@ -203,6 +204,7 @@ async def test_soak_through_the_fault_proxy_loses_no_good_upload(
         for worker in slots:
             await worker.wait_for("worker.started")
         for rule in brownout_rules():
+            rule.probability = min(1.0, rule.probability * BROWNOUT_RATE)
             proxy.add(rule)
         started, killed = time.monotonic(), list[str]()
         while time.monotonic() - started < BROWNOUT_FAULT_S:
