@@ -57,21 +57,21 @@ async def test_a_brownout_while_probing_a_moov_at_end_mp4_is_a_retry_not_truncat
 async def test_a_brownout_during_the_transcode_is_a_retry(
     settings: Settings, clients: Clients, tmp_path: Path, proxy: FaultProxy
 ) -> None:
-    # ffprobe reads the head and the moov; ffmpeg then streams the whole file: the third
-    # mebibyte on is refused, so only the transcode stage sees S3 fail.
+    # A faststart clip of about 6 MB: ffprobe reads the moov and the first packets (a few hundred
+    # KiB), ffmpeg then streams the whole file, so only the transcode reads past 3 MiB.
     def mid_file(call: Call) -> bool:
-        return (call.range_start or 0) >= 1024 * 1024 and fleet_probed[0]
+        return (call.range_start or 0) >= 3 * 1024 * 1024
 
-    fleet_probed = [False]
     brownout = proxy.add(Rule("error", "s3", "GetObject", when=mid_file, error=S3_SLOW_DOWN))
     # The stall watchdog (3 s in the fault settings, 120 s in production) must not fire first:
     # as in production, the reads' deadline ends the stage before it would.
     overrides = {"endpoint_url": proxy.url, "stall_timeout_s": 30.0, "sdk_max_attempts": 2}
     async with Fleet.open(settings, clients, tmp_path, **overrides) as fleet:
-        (job,) = await fleet.submit(clip(4))
+        source = clip(12)
+        assert source.stat().st_size > 4 * 1024 * 1024
+        (job,) = await fleet.submit(source)
         worker = fleet.start("worker")
-        await worker.wait_for("job.planned", timeout_s=60)
-        fleet_probed[0] = True
+        await worker.wait_for("ffmpeg.started", timeout_s=60)  # the probe passed the brownout
         first = await worker.wait_for("job.settled", timeout_s=90)
         brownout.active = False
         assert (first["outcome"], first["code"]) == ("retry", "aws_unavailable"), first
