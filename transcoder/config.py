@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         description="gateway: ffmpeg reads from the worker on 127.0.0.1, which reads S3 in "
         "bounded ranges pinned to the queued version; presigned: ffmpeg reads a presigned URL",
     )
+    source_read_timeout_s: PositiveSeconds = Field(
+        default=10.0,
+        description="deadline of one ranged GET of the source by the gateway (SDK retries "
+        "included); 3 tries, then the stage fails retryable (aws_unavailable) and ffmpeg is "
+        "stopped: a brownout is never read as bad media",
+    )
     presign_ttl_s: int = Field(
         default=6 * 3600,
         ge=60,

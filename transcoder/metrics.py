@@ -40,6 +40,12 @@ QUEUE_MESSAGES = Gauge(
 BACKLOG_PER_TASK = Gauge(
     "transcoder_backlog_per_task", "(visible + in flight) / running tasks (1 if unknown)"
 )
+# Deliveries given back to the queue to be tried again, by cause: the reason code of the error
+# (``aws_unavailable`` in a brownout, ``stalled``, ``lease_lost``...), or the outcome's label when
+# it has none (``held``). ``transcoder_jobs_total{outcome="retry"}`` says how many; this says why.
+RETRIES = Counter(
+    "transcoder_retries", "Deliveries given back to be tried again, by cause", ["cause", "outcome"]
+)
 HEARTBEATS = Counter("transcoder_heartbeats", "Liveness renewals, by result", ["result"])
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]

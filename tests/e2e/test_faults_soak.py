@@ -12,16 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import os
 import random
 import time
 from pathlib import Path
 
 import pytest
 from faults.clips import clip
-from faults.harness import Fleet, WorkerProcess
+from faults.harness import TERMINAL, Fleet, WorkerProcess
+from faults.proxy import (
+    DYNAMODB_THROTTLING,
+    DYNAMODB_THROUGHPUT,
+    S3_INTERNAL_ERROR,
+    S3_SLOW_DOWN,
+    SQS_THROTTLING,
+    SQS_UNAVAILABLE,
+    FaultProxy,
+    Rule,
+)
 
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
+from transcoder.media import probe
 from transcoder.ops.demo import Submitted
 
 pytestmark = pytest.mark.slow
@@ -103,4 +116,145 @@ async def test_soak_every_job_settles_exactly_once_under_random_kills(
             f"scenario 13: {len(actions)} signals {collections.Counter(actions)}; "
             f"{len(fleet.workers)} worker processes; records {dict(statuses)}; "
             f"settlements {dict(everything)}; {time.monotonic() - started:.0f} s"
+        )
+
+
+# ---------------------------------------------------------------- the soak through the proxy
+
+# A longer or different run: BROWNOUT_SEED=n BROWNOUT_VALID=m (docs/reliability.md, section 10).
+BROWNOUT_SEED = int(os.environ.get("BROWNOUT_SEED", "20261202"))
+BROWNOUT_VALID = int(os.environ.get("BROWNOUT_VALID", "16"))
+BROWNOUT_RATE = float(os.environ.get("BROWNOUT_RATE", "1"))  # multiplies every probability
+BROWNOUT_WORKERS, BROWNOUT_FAULT_S, BROWNOUT_KILLS = 2, 90.0, 2
+
+
+def brownout_rules() -> list[Rule]:
+    """Random AWS faults at rates a bad day in a region shows; none that applies a claim twice.
+
+    A lost answer (``error_after``) is injected only on SQS deletes and visibility changes: on a
+    DynamoDB claim it would make a bad input's first attempt look lost and its verdict land on
+    attempt 2, which the invariants below forbid (the JobStore tests cover lost DynamoDB answers).
+    """
+    get, jobs = "GetObject", ("UpdateItem", "PutItem", "GetItem")
+    rules = [
+        Rule("error", "s3", get, error=S3_SLOW_DOWN, probability=0.06),
+        Rule("error", "s3", get, error=S3_INTERNAL_ERROR, probability=0.03),
+        Rule("truncate", "s3", get, after_bytes=1000, probability=0.03),
+        Rule("reset_response", "s3", get, after_bytes=5000, probability=0.02),
+        Rule("latency", "s3", get, delay_s=0.5, probability=0.05),
+        Rule("error", "s3", "PutObject", error=S3_INTERNAL_ERROR, probability=0.05),
+        Rule("error", "sqs", "ReceiveMessage", error=SQS_THROTTLING, probability=0.05),
+        Rule("error", "sqs", "ChangeMessageVisibility", error=SQS_UNAVAILABLE, probability=0.03),
+        Rule("error_after", "sqs", "DeleteMessage", error=SQS_UNAVAILABLE, probability=0.05),
+        Rule("error_after", "sqs", "ChangeMessageVisibility", probability=0.02),
+        Rule("reset_request", "sqs", "ReceiveMessage", probability=0.02),
+        Rule("latency", "dynamodb", None, delay_s=0.5, probability=0.03),
+    ]
+    for operation in jobs:
+        rules.append(
+            Rule("error", "dynamodb", operation, error=DYNAMODB_THROTTLING, probability=0.05)
+        )
+        rules.append(
+            Rule("error", "dynamodb", operation, error=DYNAMODB_THROUGHPUT, probability=0.03)
+        )
+    return rules
+
+
+def bad_inputs(tmp_path: Path) -> dict[Path, str]:
+    """Uploads that must fail on their first attempt, with the reason each must get."""
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(random.Random(1).randbytes(300_000))
+    whole = clip(2, layout="moov-at-end").read_bytes()
+    cut = tmp_path / "cut-short.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])
+    return {garbage: "not_a_video", cut: "truncated"}
+
+
+async def all_settled(fleet: Fleet, jobs: list[Submitted]) -> bool:
+    records = [await fleet.record(j) for j in jobs]
+    return all(r.get("status") in TERMINAL for r in records)
+
+
+async def rendition_is_valid(fleet: Fleet, key: str, tmp_path: Path) -> bool:
+    local = tmp_path / key.replace("/", "_")
+    answer = await fleet.clients.s3.get_object(Bucket=fleet.settings.bucket, Key=key)
+    async with answer["Body"] as body:
+        local.write_bytes(await body.read())
+    media = probe.parse(await probe.run(str(local), timeout_s=30), size_bytes=local.stat().st_size)
+    return media.duration_s > 0.5 and media.video_codec == "h264"
+
+
+# Over 40 lines: one scenario, its faults, its kill and every invariant the issue lists, in order.
+async def test_soak_through_the_fault_proxy_loses_no_good_upload(
+    settings: Settings, clients: Clients, tmp_path: Path, aws_endpoint: str
+) -> None:
+    rng = random.Random(BROWNOUT_SEED)
+    bad = bad_inputs(tmp_path)
+    async with (
+        FaultProxy(aws_endpoint, seed=BROWNOUT_SEED) as proxy,
+        Fleet.open(settings, clients, tmp_path, endpoint_url=proxy.url) as fleet,
+    ):
+        layouts = ["faststart", "moov-at-end"]
+        valid = [
+            clip(rng.choice([1, 2]), layout=rng.choice(layouts)) for _ in range(BROWNOUT_VALID)
+        ]
+        jobs = await fleet.submit(*valid, user="brownout")
+        wrong = await fleet.submit(*bad, user="brownout-bad")
+        slots = [fleet.start(f"b{i}") for i in range(BROWNOUT_WORKERS)]
+        for worker in slots:
+            await worker.wait_for("worker.started")
+        for rule in brownout_rules():
+            rule.probability = min(1.0, rule.probability * BROWNOUT_RATE)
+            proxy.add(rule)
+        started, killed = time.monotonic(), list[str]()
+        while time.monotonic() - started < BROWNOUT_FAULT_S:
+            busy = [w for w in slots if w.ffmpeg()]
+            due = time.monotonic() - started > 4.0 * (1 + 2 * len(killed))  # at 4 s, then 12 s
+            if busy and len(killed) < BROWNOUT_KILLS and due:
+                busy[0].kill()
+                await busy[0].wait_exit(5)
+                killed.append(busy[0].name)
+                slots[slots.index(busy[0])] = fleet.start(f"b-r{len(killed)}")
+            if await all_settled(fleet, jobs + wrong):
+                break
+            await asyncio.sleep(0.5)
+        proxy.clear()  # the region recovers; what is still pending must now settle
+
+        async def settled() -> bool:
+            if (await fleet.dlq_depth()).visible:
+                await fleet.run_dlq_handler()
+            return await all_settled(fleet, jobs + wrong)
+
+        await fleet.wait_until("every job settled", settled, 180)
+        await fleet.wait_until("jobs queue drained", fleet.drained, 60)
+        await fleet.stop_all()
+
+        report = collections.Counter(f"{f}:{svc}" for f, svc, _ in proxy.injected.elements())
+        fates = []
+        for job in jobs:
+            record = await fleet.record(job)
+            outcomes = fleet.outcomes(record["job_id"])
+            fates.append((record["status"], record["attempts"], tuple(outcomes)))
+            assert record["status"] == "COMPLETED", (job.video_id, record, outcomes)
+            assert outcomes.count("completed") == 1, (job.video_id, outcomes)
+            (key,) = await fleet.outputs(job)  # 720p; 1080p would be an upscale
+            assert await rendition_is_valid(fleet, key, tmp_path), key
+        for job, reason in zip(wrong, bad.values(), strict=True):
+            record = await fleet.record(job)
+            fates.append(
+                (record["status"], record["attempts"], tuple(fleet.outcomes(record["job_id"])))
+            )
+            assert (record["status"], record["attempts"]) == ("FAILED", 1), record
+            assert record["error"]["code"] == reason, record
+        for letter in await fleet.dead_letters():
+            body = json.loads(letter["Body"])
+            dead = await fleet.store.get(body["user_id"], body["video_id"])
+            assert dead is not None and dead.status == "FAILED", letter
+        assert sorted(str(p) for p in fleet.settings.scratch_dir.rglob("*")) == []
+        for worker in fleet.workers:
+            assert "Traceback" not in worker.log_path.read_text(), worker.tail()
+        print(
+            f"brownout soak seed {BROWNOUT_SEED}: injected {dict(report)} "
+            f"({sum(report.values())} of {sum(proxy.seen.values())} requests); killed {killed}; "
+            f"fates {collections.Counter(fates)}; {time.monotonic() - started:.0f} s"
         )

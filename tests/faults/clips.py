@@ -16,26 +16,49 @@ from pathlib import Path
 CACHE = Path(tempfile.gettempdir()) / "transcoder-fault-clips"
 
 
-def clip(seconds: float, width: int = 1280, height: int = 720, *, audio: bool = True) -> Path:
-    """An H.264/AAC MP4 of ``seconds`` of moving test pattern (built on first use)."""
+def clip(
+    seconds: float,
+    width: int = 1280,
+    height: int = 720,
+    *,
+    audio: bool = True,
+    layout: str = "faststart",
+) -> Path:
+    """An H.264/AAC file of ``seconds`` of moving test pattern (built on first use).
+
+    ``layout``: ``faststart`` (MP4, ``moov`` first), ``moov-at-end`` (MP4 as a camera writes it:
+    readers must seek to the end first) or ``mpeg-ps`` (an MPEG program stream, MPEG-2 video).
+    """
     CACHE.mkdir(parents=True, exist_ok=True)
-    name = f"testsrc2-{width}x{height}-{seconds:g}s{'-a' if audio else ''}.mp4"
+    suffix = ".mpg" if layout == "mpeg-ps" else ".mp4"
+    name = f"testsrc2-{width}x{height}-{seconds:g}s{'-a' if audio else ''}-{layout}{suffix}"
     path = CACHE / name
     with (CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes never build the same clip at once
         if not path.exists():
-            _build(path, seconds, width, height, audio=audio)
+            _build(path, seconds, width, height, audio=audio, layout=layout)
     return path
 
 
-def _build(path: Path, seconds: float, width: int, height: int, *, audio: bool) -> None:
-    partial = path.with_suffix(f".{os.getpid()}.part.mp4")
+def _build(
+    path: Path, seconds: float, width: int, height: int, *, audio: bool, layout: str
+) -> None:
+    partial = path.with_suffix(f".{os.getpid()}.part{path.suffix}")
+    if layout == "mpeg-ps":
+        command = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi"]
+        command += ["-i", f"testsrc2=size={width}x{height}:rate=25:duration={seconds:g}"]
+        command += ["-c:v", "mpeg2video", "-q:v", "8", "-an", "-f", "vob", str(partial)]
+        subprocess.run(command, check=True, timeout=300)
+        partial.rename(path)
+        return
     command = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi"]
     command += ["-i", f"testsrc2=size={width}x{height}:rate=25:duration={seconds:g}"]
     if audio:
         command += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds:g}"]
         command += ["-c:a", "aac", "-b:a", "64k"]
     command += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-g", "50"]
-    command += ["-pix_fmt", "yuv420p", "-movflags", "+faststart", str(partial)]
+    command += ["-pix_fmt", "yuv420p"]
+    command += ["-movflags", "+faststart"] if layout == "faststart" else []
+    command += [str(partial)]
     subprocess.run(command, check=True, timeout=300)
     partial.rename(path)

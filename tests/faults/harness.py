@@ -75,6 +75,8 @@ FORWARDED = (
     "metrics_port",
     "queue_poll_interval_s",
     "log_level",
+    "sdk_max_attempts",
+    "source_read_timeout_s",
 )
 TERMINAL = ("COMPLETED", "FAILED")
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from fakes import POLICY, FakeClock, FakeQueue, FakeStore, delivery, job, record_for
+from prometheus_client import REGISTRY
 
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
 from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus, Status
@@ -73,6 +74,42 @@ async def test_give_backs_never_spend_the_last_receive(
         for (name, value), (_, want) in zip(queue.calls, expected, strict=True)
     ]
     assert got == expected
+
+
+def retries(cause: str, outcome: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "transcoder_retries_total", {"cause": cause, "outcome": outcome}
+    )
+    return sample or 0.0
+
+
+@pytest.mark.parametrize(
+    ("facts", "cause", "outcome"),
+    [
+        (decision.Errored(LEASE, AWS_DOWN), "aws_unavailable", "retry"),
+        (decision.TableUnreachable(AWS_DOWN), "aws_unavailable", "deferred"),
+        (held(40), "held", "held"),
+        (decision.Crashed(CRASH), "internal_error", "deferred"),
+    ],
+)
+async def test_retries_are_counted_by_cause(
+    facts: decision.Facts, cause: str, outcome: str
+) -> None:
+    """A brownout reads as aws_unavailable retries, not as anonymous retries or bugs."""
+    before = retries(cause, outcome)
+    decided = decision.decide(facts, 1, POLICY, random.Random(1))
+    await settler(FakeQueue(), claimed_store()).commit(decided, delivery("{}", 1))
+    assert retries(cause, outcome) == before + 1
+
+
+async def test_a_retry_refused_for_a_lost_lease_is_not_counted_as_its_cause() -> None:
+    store = claimed_store()
+    store.put(record_for(job(), status=Status.PROCESSING, lease_owner="w2", attempts=2))
+    before = retries("aws_unavailable", "retry")
+    outcome = decision.Retry(LEASE, AWS_DOWN, 5)
+    settled = await settler(FakeQueue(), store).commit(outcome, delivery("{}", 1))
+    assert settled.label is Label.LEASE_LOST
+    assert retries("aws_unavailable", "retry") == before
 
 
 async def test_a_retry_resumes_at_the_step_that_failed() -> None:

@@ -6,7 +6,8 @@ LocalStack) switches S3 to path-style addressing so presigned URLs resolve on lo
 
 ``translated`` turns every SDK failure into a ``TranscoderError``::
 
-    throttling, 5xx, transport errors    -> AwsUnavailable   (aws_unavailable: AWS is struggling)
+    throttling, 5xx, transport errors,
+    a streamed body cut short            -> AwsUnavailable   (aws_unavailable: AWS is struggling)
     any other ClientError                -> AwsError         (aws_error: AWS refused this request)
 
 ``AwsError`` is retryable *and* still a ``ClientError`` carrying the original response, so an
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -113,6 +115,10 @@ def translated(operation: str) -> Iterator[None]:
         raise AwsUnavailable(f"{operation}: {exc}") from exc
     except (OSError, TimeoutError) as exc:
         raise AwsUnavailable(f"{operation}: {exc!r}") from exc
+    except aiohttp.ClientError as exc:
+        # A streamed body (GetObject) cut short is aiohttp's ClientPayloadError, raised while
+        # reading ``Body``, past botocore's wrapping: S3 failing, never a bad object.
+        raise AwsUnavailable(f"{operation}: {exc!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +144,12 @@ def client_config(settings: Settings, *, max_attempts: int | None = None) -> Aio
     return AioConfig(
         region_name=settings.region,
         response_checksum_validation="when_required" if emulated else None,
-        retries={"mode": "standard", "max_attempts": max_attempts or settings.sdk_max_attempts},
+        # ``total_max_attempts`` counts the first call; botocore's ``max_attempts`` would count
+        # retries only (max_attempts=1 is two calls), which the fault proxy showed.
+        retries={
+            "mode": "standard",
+            "total_max_attempts": max_attempts or settings.sdk_max_attempts,
+        },
         connect_timeout=5,
         read_timeout=settings.wait_time_s + 40,
         max_pool_connections=max(10, settings.upload_concurrency * settings.slots + 4),

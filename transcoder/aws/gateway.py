@@ -67,6 +67,8 @@ class GatewayConfig:
     # the end of a program stream for its duration) and ffmpeg then reads the same places again.
     # 6 MiB keeps a 30 s 1080p job at 1.006 x the object (as 8 MiB did, with 2 MiB less RSS).
     cache_bytes: int = 6 * MiB
+    # One ranged GET, the SDK's own retries included (settings.source_read_timeout_s).
+    read_timeout_s: float = 10.0
 
 
 class RangeNotSatisfiable(ValueError):
@@ -128,9 +130,10 @@ class BlockCache:
 class SourceGateway:
     """Serves one S3 object over HTTP on loopback, for the duration of one job.
 
-    ``async with SourceGateway(...) as url`` gives the URL to hand to ffprobe and ffmpeg. When they
-    fail, ``failure`` holds what the gateway saw (the object replaced or deleted, S3 down), which
-    says more than ffmpeg's "Server returned 4XX".
+    ``async with SourceGateway(...) as url`` gives the URL to hand to ffprobe and ffmpeg. Once a
+    read fails for good (the object replaced or deleted, S3 down past its retries and deadline),
+    ``failure`` holds it and ``failed`` is set: some byte they asked for was not served, so their
+    verdict, whatever it says, is not about the media.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class SourceGateway:
         self._connections: set[asyncio.Task[None]] = set()
         self._pending: dict[int, asyncio.Task[tuple[int, memoryview]]] = {}
         self.failure: TranscoderError | None = None
+        self.failed = asyncio.Event()  # set with ``failure``: the stage must stop
         self.bytes_read = 0
         self.requests = 0
 
@@ -337,15 +341,13 @@ class SourceGateway:
         """One ranged GET, retried: a body that breaks off is read again, up to a point."""
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:
-                data = await self._storage.read_range(
-                    self._key, start, end, version_id=self._version_id, if_match=self._etag
-                )
+                data = await self._read_once(start, end)
             except InputRejected as exc:
-                self.failure = exc
+                self._fail(exc, start, end)
                 raise
             except AwsUnavailable as exc:
                 if attempt == FETCH_ATTEMPTS:
-                    self.failure = exc
+                    self._fail(exc, start, end)
                     raise
                 log.warning("source.read_retry", key=self._key, attempt=attempt, error=str(exc))
                 await asyncio.sleep(0.2 * 2**attempt)
@@ -356,6 +358,35 @@ class SourceGateway:
             metrics.SOURCE_READ_REQUESTS.inc()
             return memoryview(data)
         raise AssertionError("unreachable")
+
+    async def _read_once(self, start: int, end: int) -> bytes:
+        """One GET, the SDK's retries included, within ``read_timeout_s``.
+
+        Without the deadline a hung S3 holds each try for the SDK's read timeout times its
+        attempts, and ffmpeg (reconnecting to us) waits minutes for a stage already lost.
+        """
+        try:
+            async with asyncio.timeout(self._config.read_timeout_s):
+                return await self._storage.read_range(
+                    self._key, start, end, version_id=self._version_id, if_match=self._etag
+                )
+        except TimeoutError:
+            raise AwsUnavailable(
+                f"s3.get_object: no answer within {self._config.read_timeout_s:g} s"
+            ) from None
+
+    def _fail(self, exc: TranscoderError, start: int, end: int) -> None:
+        """Record a read that failed for good: no verdict on the media can rest on it now."""
+        if self.failure is None or (self.failure.retryable and not exc.retryable):
+            self.failure = exc  # a replaced or deleted object says more than S3 being down
+        self.failed.set()
+        log.warning(
+            "source.read_failed",
+            key=self._key,
+            range=f"{start}-{end}",
+            code=exc.reason.value,
+            error=str(exc),
+        )
 
 
 def _retrieve(task: asyncio.Task[tuple[int, memoryview]]) -> None:

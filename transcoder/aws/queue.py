@@ -18,11 +18,13 @@ from botocore.exceptions import ClientError
 
 from transcoder.aws.clients import error_code, translated
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
+from transcoder.logs import get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
+log = get_logger(__name__)
 LOST_HANDLE_CODES = frozenset(
     {
         "ReceiptHandleIsInvalid",
@@ -34,6 +36,8 @@ LOST_HANDLE_CODES = frozenset(
 )
 MAX_VISIBILITY_S = 43_200  # SQS's cap on one message's total invisibility (12 hours)
 MAX_DELAY_S = 900  # SQS's cap on DelaySeconds
+# What SQS answers a message over MaximumMessageSize (body plus attributes).
+TOO_LONG_CODES = frozenset({"InvalidParameterValue", "MessageTooLong"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,19 +145,34 @@ class JobQueue:
         return message_id
 
     async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
-        """Move a message to the DLQ now (body preserved), then delete it from the jobs queue."""
+        """Move a message to the DLQ now (body preserved), then delete it from the jobs queue.
+
+        SQS's size limit counts message attributes with the body, so a body near the limit fits
+        the jobs queue but not the DLQ with our attributes: SQS refuses it
+        (``InvalidParameterValue``, "Message must be shorter than ..."). Rather than loop on that
+        refusal, the letter goes with less: the reason without the detail, then the body alone.
+        The body is never cut.
+        """
         if self.dlq_url is None:
             raise RuntimeError("no dead-letter queue configured")
-        with translated("sqs.send_message(dlq)"):
-            await self._client.send_message(
-                QueueUrl=self.dlq_url,
-                MessageBody=delivery.body or "(empty body)",
-                MessageAttributes={
-                    "transcoder_reason": {"DataType": "String", "StringValue": reason},
-                    "transcoder_detail": {"DataType": "String", "StringValue": detail[:1000]},
-                    "source_message_id": {"DataType": "String", "StringValue": delivery.message_id},
-                },
-            )
+        body = delivery.body or "(empty body)"
+        tiers = dead_letter_attributes(delivery, reason, detail)
+        for index, attributes in enumerate(tiers):
+            try:
+                with translated("sqs.send_message(dlq)"):
+                    await self._client.send_message(
+                        QueueUrl=self.dlq_url, MessageBody=body, MessageAttributes=attributes
+                    )
+                break
+            except ClientError as exc:
+                if error_code(exc) not in TOO_LONG_CODES or index == len(tiers) - 1:
+                    raise
+                log.warning(
+                    "job.dead_letter_shortened",
+                    body_bytes=len(body.encode()),
+                    attributes=sorted(tiers[index + 1]),
+                    error=str(exc),
+                )
         await self.delete(delivery)
 
     async def send(self, body: str, *, delay_s: int = 0) -> str:
@@ -280,6 +299,23 @@ class JobQueue:
                 QueueUrl=url, AttributeNames=["QueueArn"]
             )
         return response["Attributes"]["QueueArn"]
+
+
+def dead_letter_attributes(
+    delivery: Delivery, reason: str, detail: str
+) -> list[dict[str, MessageAttributeValueTypeDef]]:
+    """The DLQ attributes, most first; each next one is smaller (the last is none at all)."""
+
+    def string(value: str) -> MessageAttributeValueTypeDef:
+        return {"DataType": "String", "StringValue": value}
+
+    short = {"transcoder_reason": string(reason[:100])}
+    full = {
+        "transcoder_reason": string(reason),
+        "transcoder_detail": string(detail[:1000] or "-"),
+        "source_message_id": string(delivery.message_id),
+    }
+    return [full, short, {}]
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         presign_ttl_s=settings.presign_ttl_s,
         source_access=settings.source_access,
         ffprobe_timeout_s=settings.ffprobe_timeout_s,
+        source_read_timeout_s=settings.source_read_timeout_s,
     )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from transcoder import metrics
 from transcoder.aws.gateway import GatewayConfig, SourceGateway
@@ -50,6 +51,7 @@ class PipelineConfig:
     ffprobe_timeout_s: float
     source_access: Literal["gateway", "presigned"] = "gateway"
     gateway: GatewayConfig = DEFAULT_GATEWAY
+    source_read_timeout_s: float = DEFAULT_GATEWAY.read_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +107,37 @@ async def alongside(work: Awaitable[None] | None) -> AsyncIterator[None]:
         await task
 
 
-def blame(error: TranscoderError, seen: TranscoderError | None) -> TranscoderError:
-    """The failure to report when ffprobe/ffmpeg fail: theirs, or what the gateway saw.
+class SourceReads(Protocol):
+    """What the pipeline needs of the gateway: whether a read failed, and how."""
 
-    ffmpeg only says "Server returned 412"; the gateway knows the upload was replaced (permanent)
-    or that S3 kept failing (a retry, unless ffmpeg's own verdict was already permanent).
+    failure: TranscoderError | None
+    failed: asyncio.Event
+
+
+async def from_source(work: Awaitable[Encoded], reads: SourceReads | None) -> Encoded:
+    """The probe-and-transcode stage's result, unless a source read failed during it.
+
+    A media verdict (``truncated``, ``undecodable``, ...) is only true of bytes ffprobe and ffmpeg
+    were served: when the gateway could not serve one (S3 down past its retries, the object
+    replaced), what they concluded is about that, so the gateway's failure is reported instead,
+    retryable unless the object itself changed. A zero exit is no better: the output may end
+    where S3 did. The stage is stopped as soon as a read fails for good; ffmpeg's reconnects
+    would only wait on S3.
     """
-    if seen is None or (seen.retryable and not error.retryable):
-        return error
-    return seen
+    if reads is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    failed = asyncio.ensure_future(reads.failed.wait())
+    try:
+        await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, failed):
+            pending.cancel()
+        await asyncio.gather(task, failed, return_exceptions=True)
+    if reads.failure is not None:
+        cause = None if task.cancelled() else task.exception()
+        raise reads.failure from cause
+    return task.result()
 
 
 class Pipeline:
@@ -138,13 +162,8 @@ class Pipeline:
         try:
             # The source (and the gateway's cache) is held only while ffprobe and ffmpeg read it.
             async with self._source(message, info) as (url, gateway):
-                try:
-                    encoded = await self._encode(message, url, info, scratch, progress, on_source)
-                except TranscoderError as exc:
-                    reported = blame(exc, gateway.failure if gateway else None)
-                    if reported is exc:
-                        raise
-                    raise reported from exc
+                stage = self._encode(message, url, info, scratch, progress, on_source)
+                encoded = await from_source(stage, gateway)
             renditions = await self._publish(message, encoded, progress, before_publish)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
@@ -214,7 +233,9 @@ class Pipeline:
             size_bytes=info.size_bytes,
             etag=None if message.source_version else info.etag,
             version_id=message.source_version,
-            config=self._config.gateway,
+            config=dataclasses.replace(
+                self._config.gateway, read_timeout_s=self._config.source_read_timeout_s
+            ),
         )
         async with gateway as url:
             yield url, gateway

@@ -3,7 +3,8 @@
 ``Settler.steps`` maps each ``Outcome`` type (``transcoder.runtime.decision``) to its DynamoDB
 write and SQS action, in that order; ``commit`` applies them shielded from cancellation, so a
 shutdown never leaves a half-written result, and labels the ``job.settled`` log line and
-``transcoder_jobs_total`` with the outcome's label.
+``transcoder_jobs_total`` with the outcome's label; a retry (``Retry``, ``Backoff``, ``GiveBack``)
+also counts in ``transcoder_retries_total`` by its cause (the error's reason code).
 
 What execution can still find out, and how it is reported (nothing is re-decided):
 
@@ -49,6 +50,7 @@ from transcoder.runtime.ports import JobQueuePort, JobStorePort
 log = get_logger(__name__)
 Step = Callable[[], Awaitable[None]]
 WARNING_LABELS = frozenset({Label.RETRY, Label.EXHAUSTED, Label.POISON})
+RETRIES = (Retry, Backoff, GiveBack)  # the outcomes counted by cause in transcoder_retries_total
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,9 @@ class Settler:
         metrics.JOBS.labels(s.label).inc()
         fields: dict[str, object] = {"outcome": s.label.value}
         error = getattr(s.outcome, "error", None)
+        if isinstance(s.outcome, RETRIES):
+            cause = error.code if error is not None else s.label.value
+            metrics.RETRIES.labels(cause=cause, outcome=s.label.value).inc()
         if error is not None:
             fields.update(code=error.code, error=error.message, retryable=error.retryable)
         delay_s = getattr(s.outcome, "delay_s", 0)
