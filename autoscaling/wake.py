@@ -104,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for wake.md")
     args = parser.parse_args(argv)
     traces = sorted(workload.PATTERNS)
-    command = f"python -m autoscaling.wake --seed {args.seed} --pull-mb-per-s {args.pull_mb_per_s:g}"
+    command = (
+        f"python -m autoscaling.wake --seed {args.seed} --pull-mb-per-s {args.pull_mb_per_s:g}"
+    )
     text = markdown(compare(args.seed, traces, pull_bytes_per_s=args.pull_mb_per_s * MB), command)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wake.md").write_text(text)
