@@ -44,7 +44,7 @@ lock: $(VENV)/.installed
 	$(LOCK) pyproject.toml --extra dev -o requirements/dev.txt
 	$(LOCK) pyproject.toml --constraint requirements/dev.txt -o requirements/runtime.txt
 	$(LOCK) requirements/build.in -o requirements/build.txt
-	$(LOCK) docker/emulator/requirements.in --constraint requirements/dev.txt -o docker/emulator/requirements.txt
+	$(LOCK) container/emulator/requirements.in --constraint requirements/dev.txt -o container/emulator/requirements.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
