@@ -39,6 +39,7 @@ if ldd "$bin/ffmpeg" | grep -q 'not found'; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libx264-164 libzimg2 >/dev/null
 fi
 "$bin/ffmpeg" -hide_banner -version | head -1
+[ "$(PATH="$bin:$PATH" command -v ffmpeg)" = "$bin/ffmpeg" ] || { echo "image ffmpeg not first on PATH"; exit 1; }
 $PY -m samples.corpus >/dev/null
 corpus=$(find tests -name test_corpus.py | head -1)
 PATH="$bin:$PATH" $PY -m pytest "$corpus" -q -p no:cacheprovider -k "not cached_built_once"
