@@ -110,6 +110,7 @@ def run(compose: Compose, clip: Path) -> dict[str, Any]:
     # One service at a time, in dependency order: podman 4.3 cannot wait for service_healthy,
     # and podman-compose 1.6's `up -d` starts containers in file order, so prometheus would wait
     # forever for a worker it has not started yet.
+    compose("down", "-t", "5", check=False)  # what an interrupted earlier run left behind
     compose("up", "-d", "localstack")
     wait_url(f"{ENDPOINT}/moto-api/", timeout_s=120)
     compose("up", "-d", "--no-deps", "init")
