@@ -7,7 +7,7 @@
 #   ffmpeg   compiles a minimal FFmpeg (container/ffmpeg-configure.sh) from Debian's own source
 #            package against Debian's libx264 and libzimg: every decoder docs/media.md accepts,
 #            x264, AAC, zscale/tonemap and the worker's filters; none of the GPU, speech, X11 or
-#            network stacks Debian's ffmpeg package drags in (589 MB of the old 817 MB image).
+#            streaming stacks Debian's ffmpeg package drags in (589 MB of the old 817 MB image).
 #   build    installs the locked runtime set (requirements/runtime.txt, hash-checked), the
 #            package and the compiled ffmpeg/ffprobe into /opt/venv; pip, setuptools and the
 #            source tree stay behind.
@@ -32,7 +32,7 @@ RUN sed -i 's/^Types: deb$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.s
       && echo 'Acquire::https::CaInfo "/tmp/extra-ca.pem";' >/etc/apt/apt.conf.d/99extra-ca; fi \
  && apt-get update \
  && apt-get install --yes --no-install-recommends \
-      gcc libc6-dev make nasm pkg-config xz-utils libx264-dev libzimg-dev zlib1g-dev \
+      gcc libc6-dev make nasm pkg-config xz-utils libx264-dev libzimg-dev zlib1g-dev libgnutls28-dev \
  && mkdir /src && cd /src && apt-get source --download-only ffmpeg \
  && tar -xf ffmpeg_*.orig.tar.xz && rm ffmpeg_*
 COPY container/ffmpeg-configure.sh /usr/local/bin/
@@ -41,7 +41,8 @@ RUN set -e; cd /src/ffmpeg-*; \
     make -j"$(nproc)" >/tmp/make.log 2>&1 || { tail -40 /tmp/make.log; exit 1; }; \
     make install >/dev/null; \
     strip /opt/ffmpeg/bin/ffmpeg /opt/ffmpeg/bin/ffprobe; \
-    /opt/ffmpeg/bin/ffmpeg -hide_banner -filters | grep -q zscale
+    /opt/ffmpeg/bin/ffmpeg -hide_banner -filters | grep -q zscale; \
+    /opt/ffmpeg/bin/ffmpeg -hide_banner -protocols | grep -qx '  https'
 
 FROM ${PYTHON_IMAGE} AS build
 ARG PIP_INDEX_URL=""
@@ -77,11 +78,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 # jobs back; ffmpeg children are not signalled directly (no -g) because the worker decides
 # whether a job finishes inside the grace period. -s (subreaper) keeps tini correct when ECS's
 # own init (initProcessEnabled) is PID 1 instead. libx264-164 and libzimg2 are the only shared
-# libraries the compiled ffmpeg needs beyond glibc and zlib.
+# libraries the compiled ffmpeg needs beyond what the base has (glibc, zlib, GnuTLS for https).
 # The group is created first with the same id as the user: `useradd --user-group` would pick a
 # free system gid (999) while USER says 10001:10001.
 RUN apt-get update \
- && apt-get install --yes --no-install-recommends tini libx264-164 libzimg2 \
+ && apt-get install --yes --no-install-recommends tini libx264-164 libzimg2 libgnutls30 \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/dpkg.log /var/log/apt \
  && groupadd --system --gid 10001 transcoder \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/transcoder --create-home \

@@ -3,8 +3,8 @@
 # transcoder/media (ffmpeg.py, probe.py, verify.py) runs, and the measuring filters the corpus
 # test uses. Everything else is disabled; accepting a new input format is one name here plus a
 # corpus case. Run it from the unpacked FFmpeg source tree. Linked against Debian's libx264 and
-# libzimg (and zlib for compressed MOV/MKV headers); no TLS: the worker's ffmpeg only reads
-# http://127.0.0.1 (the source gateway), never S3 directly.
+# libzimg, zlib (compressed MOV/MKV headers) and GnuTLS (https, for
+# TRANSCODER_SOURCE_ACCESS=presigned; the default gateway mode reads http://127.0.0.1).
 set -eu
 
 # Containers: MP4/MOV/3GP, MKV/WebM, MPEG-TS, MPEG-PS, AVI, FLV, Ogg, and raw elementary streams.
@@ -24,11 +24,11 @@ MUXERS=mp4,mov,tee,null,framemd5
 FILTERS=split,asplit,scale,setsar,format,aformat,aresample,bwdif,yadif,fps,zscale,tonemap,\
 null,anull,trim,atrim,setpts,asetpts,transpose,hflip,vflip,copy,crop,pad,signalstats,metadata,\
 ametadata,idet,volumedetect,showinfo
-PROTOCOLS=file,pipe,http,tcp
+PROTOCOLS=file,pipe,http,https,tcp,tls
 
 exec ./configure \
   --prefix="${PREFIX:-/opt/ffmpeg}" \
-  --enable-gpl --enable-libx264 --enable-libzimg --enable-zlib \
+  --enable-gpl --enable-libx264 --enable-libzimg --enable-zlib --enable-gnutls \
   --disable-autodetect --disable-everything --disable-doc --disable-debug --disable-ffplay \
   --enable-demuxer="$DEMUXERS" \
   --enable-decoder="$VIDEO_DECODERS,$AUDIO_DECODERS" \
