@@ -1,10 +1,14 @@
 # The README's commands. `make demo` and `make test` work on a fresh Debian machine:
-# they install ffmpeg when it is missing (as root), create .venv and install the package.
+# they install ffmpeg when it is missing (as root), create .venv and install the locked
+# dependency set (requirements/*.txt, refreshed by `make lock`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv resolves for every platform (so the lock installs on macOS and arm64 too) and records hashes.
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --upgrade
+export UV_NATIVE_TLS := 1
 
-.PHONY: demo test lint setup ffmpeg clean
+.PHONY: demo test lint setup ffmpeg clean lock
 
 demo: setup
 	$(BIN)/transcoder demo
@@ -27,11 +31,21 @@ ffmpeg:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; }
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the locked versions (hash-checked), then the project itself without touching them.
+$(VENV)/.installed: pyproject.toml requirements/build.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/build.txt
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve every dependency set to the newest releases pyproject.toml allows. The runtime set
+# is constrained to the dev set, so the image runs exactly the versions the tests ran.
+lock: $(VENV)/.installed
+	$(LOCK) pyproject.toml --extra dev -o requirements/dev.txt
+	$(LOCK) pyproject.toml --constraint requirements/dev.txt -o requirements/runtime.txt
+	$(LOCK) requirements/build.in -o requirements/build.txt
+	$(LOCK) container/emulator/requirements.in --constraint requirements/dev.txt -o container/emulator/requirements.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -2,9 +2,10 @@
 
 What it models, and the constants behind it:
 
-- **Tasks** start ``STARTUP_MEAN_S`` (60 s, sd 10 s, at least 35 s) after the desired count rises:
-  Fargate provisioning, image pull and process start; DESIGN.md's "real Fargate takes about a
-  minute". A started task long-polls, so it takes a visible message at once; one job per task.
+- **Tasks** start after the desired count rises by provisioning + image pull + container start
+  (``autoscaling/startup.py``: the pull follows the image's compressed size; by default the image
+  the Dockerfile builds now). A started task long-polls, so it takes a visible message at once;
+  one job per task.
 - **Scale-in**: ECS stops surplus tasks still starting first. With task scale-in protection
   (``protection=True``: busy workers protect themselves) it then stops only idle tasks, and the
   rest of the surplus waits until a task finishes its job. Without protection, ECS picks among
@@ -25,11 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from autoscaling.startup import StartupModel
 from autoscaling.workload import Upload
 
-STARTUP_MEAN_S = 60.0
-STARTUP_SD_S = 10.0
-STARTUP_MIN_S = 35.0
 VISIBILITY_S = 600.0
 IDLE_GRACE_S = 600.0
 MIN_BILLED_S = 60.0
@@ -95,9 +94,16 @@ class Fleet:
     ``set_desired`` and ``on_arrival``."""
 
     def __init__(
-        self, uploads: Sequence[Upload], rng: random.Random, *, protection: bool, horizon_s: float
+        self,
+        uploads: Sequence[Upload],
+        rng: random.Random,
+        *,
+        protection: bool,
+        horizon_s: float,
+        startup: StartupModel | None = None,
     ) -> None:
         self.now = 0.0
+        self.startup = startup or StartupModel()
         self.rng = rng
         self.protection = protection
         self.horizon_s = horizon_s
@@ -244,7 +250,7 @@ class Fleet:
         task = Task(index=len(self.tasks), launched_s=self.now)
         self.tasks.append(task)
         self._live[TaskState.STARTING][task.index] = task
-        delay = 0.0 if warm else max(STARTUP_MIN_S, self.rng.gauss(STARTUP_MEAN_S, STARTUP_SD_S))
+        delay = 0.0 if warm else self.startup.sample_s(self.rng)
         self.at(self.now + delay, lambda: self._ready(task))
 
     def _ready(self, task: Task) -> None:

@@ -116,7 +116,7 @@ async def run_demo(
     from transcoder.ops.demo import run_demo as demo
 
     if not files:
-        from samples import ensure_samples
+        from transcoder.ops.extras import ensure_samples
 
         files = list(ensure_samples().values())
     missing = [str(f) for f in files if not f.is_file()]

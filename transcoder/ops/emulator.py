@@ -77,6 +77,9 @@ class Emulator:
 
 @contextlib.contextmanager
 def running_emulator() -> Iterator[Emulator]:
+    from transcoder.ops.extras import require_emulator
+
+    require_emulator()
     emulator = Emulator()
     emulator.start()
     try:
