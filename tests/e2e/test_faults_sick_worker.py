@@ -11,13 +11,13 @@ completes it, while the sick one reports why on ``/readyz`` and exits 3.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from faults.clips import clip
+from faults.disk import nearly_full_tmpfs
 from faults.harness import Fleet
 
 from transcoder.aws.clients import Clients
@@ -31,25 +31,12 @@ UNFIT_EXIT_AFTER_S = 8
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs with 256 KiB left free, less than one rendition of the job (~1.5 MB).
-
-    Needs root or CAP_SYS_ADMIN; skipped otherwise.
-    """
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    """A 32 MiB tmpfs with 256 KiB left free, less than one rendition of the job (~1.5 MB)."""
     try:
-        (mount / "filler.bin").write_bytes(b"\0" * (32 * MIB - 256 * KIB))
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        with nearly_full_tmpfs(tmp_path / "small-disk") as mount:
+            yield mount
+    except PermissionError as exc:
+        pytest.skip(str(exc))
 
 
 async def readyz(port: int) -> tuple[int, dict[str, object]]:

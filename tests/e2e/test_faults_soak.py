@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from faults.clips import clip
+from faults.disk import nearly_full_tmpfs
 from faults.harness import TERMINAL, Fleet, WorkerProcess
 from faults.proxy import (
     DYNAMODB_THROTTLING,
@@ -36,6 +38,7 @@ from transcoder.aws.clients import Clients
 from transcoder.config import Settings
 from transcoder.media import probe
 from transcoder.ops.demo import Submitted
+from transcoder.runtime.worker import EXIT_UNFIT
 
 pytestmark = pytest.mark.slow
 JOBS, WORKERS, CHAOS_S, SEED = 30, 3, 40.0, 20261122
@@ -184,6 +187,24 @@ async def rendition_is_valid(fleet: Fleet, key: str, tmp_path: Path) -> bool:
     return media.duration_s > 0.5 and media.video_codec == "h264"
 
 
+def start_sick_worker(
+    fleet: Fleet, stack: contextlib.AsyncExitStack, tmp_path: Path
+) -> WorkerProcess | None:
+    """A third worker whose scratch is a nearly full disk (None where tmpfs cannot be mounted)."""
+    try:
+        disk = stack.enter_context(nearly_full_tmpfs(tmp_path / "sick-disk"))
+    except PermissionError:
+        return None
+    return fleet.start(
+        "sick",
+        scratch_dir=disk / "scratch",
+        extra_env={
+            "TRANSCODER_SCRATCH_RESERVE_BYTES": str(128 * 1024),
+            "TRANSCODER_UNFIT_EXIT_AFTER_S": "5",
+        },
+    )
+
+
 # Over 40 lines: one scenario, its faults, its kill and every invariant the issue lists, in order.
 async def test_soak_through_the_fault_proxy_loses_no_good_upload(
     settings: Settings, clients: Clients, tmp_path: Path, aws_endpoint: str
@@ -193,7 +214,9 @@ async def test_soak_through_the_fault_proxy_loses_no_good_upload(
     async with (
         FaultProxy(aws_endpoint, seed=BROWNOUT_SEED) as proxy,
         Fleet.open(settings, clients, tmp_path, endpoint_url=proxy.url) as fleet,
+        contextlib.AsyncExitStack() as stack,
     ):
+        sick = start_sick_worker(fleet, stack, tmp_path)
         layouts = ["faststart", "moov-at-end"]
         valid = [
             clip(rng.choice([1, 2]), layout=rng.choice(layouts)) for _ in range(BROWNOUT_VALID)
@@ -253,6 +276,9 @@ async def test_soak_through_the_fault_proxy_loses_no_good_upload(
         assert sorted(str(p) for p in fleet.settings.scratch_dir.rglob("*")) == []
         for worker in fleet.workers:
             assert "Traceback" not in worker.log_path.read_text(), worker.tail()
+        if sick is not None and sick.events("job.claimed"):  # it found no room, handed the job
+            assert sick.events("worker.unfit"), sick.tail()  # back and retired
+            assert sick.popen.returncode == EXIT_UNFIT, sick.tail()
         print(
             f"brownout soak seed {BROWNOUT_SEED}: injected {dict(report)} "
             f"({sum(report.values())} of {sum(proxy.seen.values())} requests); killed {killed}; "
