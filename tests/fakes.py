@@ -9,6 +9,7 @@ replaces ``time.monotonic`` and ``asyncio.sleep`` so liveness and shutdown run w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Clock, Decision, Lease, Refusal, Verdict
 from transcoder.media.progress import Progress
 from transcoder.runtime.decision import RetryPolicy
+from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
+from transcoder.runtime.worker import WorkerConfig
 
 SOURCE = SourceFacts(
     size_bytes=1,
@@ -334,3 +337,20 @@ def record_for(message: JobMessage, **changes: Any) -> JobRecord:
     placed = transitions.upload_seen(None, message, clock, size_bytes=1)
     assert isinstance(placed, transitions.Write)
     return placed.record.model_copy(update=changes)
+
+
+def worker_config(slots: int = 1, **overrides: Any) -> WorkerConfig:
+    """The worker settings the loop's unit tests share (600 s visibility, 60 s heartbeat)."""
+    config = WorkerConfig(
+        slots=slots,
+        wait_time_s=0,
+        visibility_s=600,
+        shutdown_grace_s=5,
+        worker_id="w1",
+        bucket=BUCKET,
+        policy=POLICY,
+        liveness=LivenessConfig(
+            visibility_s=600, interval_s=60, stall_timeout_s=120, max_job_duration_s=3600
+        ),
+    )
+    return dataclasses.replace(config, **overrides)

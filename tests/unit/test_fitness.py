@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 from fakes import (
-    BUCKET,
-    POLICY,
     SOURCE,
     FakeClock,
     FakePipeline,
@@ -22,6 +20,7 @@ from fakes import (
     delivery,
     job,
     record_for,
+    worker_config,
 )
 
 from transcoder.domain.errors import RetryableError, Stalled, WorkerEnvironmentError
@@ -29,9 +28,8 @@ from transcoder.domain.job import JobMessage, Reason, Status
 from transcoder.media.progress import Progress
 from transcoder.runtime.decision import Label
 from transcoder.runtime.fitness import Fitness, FitnessConfig, Usage
-from transcoder.runtime.liveness import LivenessConfig
 from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
-from transcoder.runtime.worker import EXIT_UNFIT, PipelinePort, Worker, WorkerConfig
+from transcoder.runtime.worker import EXIT_UNFIT, PipelinePort, Worker
 
 GIB = 1024**3
 CONFIG = FitnessConfig(
@@ -162,19 +160,7 @@ def make_worker(
     clock: FakeClock,
     slots: int = 1,
 ) -> Worker:
-    config = WorkerConfig(
-        slots=slots,
-        wait_time_s=0,
-        visibility_s=600,
-        shutdown_grace_s=5,
-        worker_id="w1",
-        bucket=BUCKET,
-        policy=POLICY,
-        liveness=LivenessConfig(
-            visibility_s=600, interval_s=60, stall_timeout_s=120, max_job_duration_s=3600
-        ),
-        unfit_exit_after_s=30.0,
-    )
+    config = worker_config(slots, unfit_exit_after_s=30.0)
     return Worker(
         config,
         queue,

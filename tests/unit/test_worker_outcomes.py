@@ -10,39 +10,25 @@ import asyncio
 import time
 
 from fakes import (
-    BUCKET,
-    POLICY,
     FakePipeline,
     FakeQueue,
     FakeStore,
     delivery,
     job,
     record_for,
+    worker_config,
 )
 
 from transcoder.domain.errors import AwsUnavailable, InputRejected, Stalled
 from transcoder.domain.job import Reason, Status
 from transcoder.runtime.decision import Label
-from transcoder.runtime.liveness import LivenessConfig
-from transcoder.runtime.worker import PipelinePort, Worker, WorkerConfig
+from transcoder.runtime.worker import PipelinePort, Worker
 
 
 def make_worker(
     queue: FakeQueue, store: FakeStore, pipeline: PipelinePort, slots: int = 1
 ) -> Worker:
-    config = WorkerConfig(
-        slots=slots,
-        wait_time_s=0,
-        visibility_s=600,
-        shutdown_grace_s=5,
-        worker_id="w1",
-        bucket=BUCKET,
-        policy=POLICY,
-        liveness=LivenessConfig(
-            visibility_s=600, interval_s=60, stall_timeout_s=120, max_job_duration_s=3600
-        ),
-    )
-    return Worker(config, queue, store, pipeline)
+    return Worker(worker_config(slots), queue, store, pipeline)
 
 
 def labels(worker: Worker) -> list[Label]:

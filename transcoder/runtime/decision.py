@@ -36,11 +36,10 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from transcoder.aws.queue import MAX_VISIBILITY_S
 from transcoder.domain.errors import TranscoderError
 from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord
 from transcoder.domain.transitions import Lease, Refusal, Verdict
-
-MAX_VISIBILITY_S = 43_200  # SQS's cap on one message's total invisibility (12 hours)
 
 
 class Label(StrEnum):
