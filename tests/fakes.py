@@ -24,6 +24,7 @@ from transcoder.domain.errors import InputRejected, LeaseLost
 from transcoder.domain.job import (
     ErrorInfo,
     JobMessage,
+    Published,
     RawKey,
     Reason,
     RenditionRecord,
@@ -54,7 +55,9 @@ SOURCE = SourceFacts(
 )
 RESULT = PipelineResult(
     source=SOURCE,
-    renditions={"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")},
+    published=Published(
+        renditions={"720p": RenditionRecord(status=RenditionStatus.COMPLETED, key="k")}
+    ),
 )
 BUCKET = "media"
 POLICY = RetryPolicy(
@@ -224,12 +227,12 @@ class FakeStore:
             lambda r: transitions.record_source(r, lease, source, self.clock()),
         )
 
-    async def mark_completed(self, lease: Lease, renditions: dict[str, RenditionRecord]) -> None:
+    async def mark_completed(self, lease: Lease, published: Published) -> None:
         await self._fenced(
             "mark_completed",
             lease,
-            sorted(renditions),
-            lambda r: transitions.complete(r, lease, renditions, self.clock()),
+            sorted(published.renditions),
+            lambda r: transitions.complete(r, lease, published, self.clock()),
         )
 
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:

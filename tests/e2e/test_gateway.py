@@ -106,5 +106,6 @@ async def test_the_presigned_path_still_transcodes(
 
     result = await pipeline.run(message, Progress(), record)
     assert [f.size_bytes for f in seen] == [len(data)]
-    assert result.renditions["720p"].status == "COMPLETED"
-    assert (result.renditions["720p"].width, result.renditions["720p"].height) == (640, 272)
+    made = result.published.renditions["720p"]
+    assert made.status == "COMPLETED"
+    assert (made.width, made.height) == (640, 272)

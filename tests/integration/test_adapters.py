@@ -20,7 +20,7 @@ from transcoder.aws.status import JobStore
 from transcoder.aws.storage import Storage
 from transcoder.config import Settings
 from transcoder.domain.errors import InputRejected, LeaseLost
-from transcoder.domain.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.domain.job import ErrorInfo, JobMessage, Published, RawKey, Reason, Status
 from transcoder.domain.record import record_key
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 from transcoder.ops.bootstrap import Resources, bootstrap
@@ -117,7 +117,7 @@ async def test_claim_and_fenced_writes(clients: Clients, resources: Resources) -
     assert takeover.attempt == 2
     # Our store still remembers attempt 1's record: the put is refused, re-decided, fenced off.
     with pytest.raises(LeaseLost):
-        await store.mark_completed(lease, {})
+        await store.mark_completed(lease, Published(renditions={}))
     error = ErrorInfo(code=Reason.NOT_A_VIDEO, message="text", retryable=False)
     await other.mark_failed(takeover, error)
     final = await store.get("u1", "v1")
@@ -154,7 +154,7 @@ async def test_a_write_applied_but_answered_lost_is_recognised(
     with patch.object(clients.dynamodb, "put_item", applied_then_retried):
         lease = await store.claim(message, owner="w1", lease_s=60)
         assert isinstance(lease, Lease), lease  # our own lease, not "held"
-        await store.mark_completed(lease, {})  # not reported as lease_lost
+        await store.mark_completed(lease, Published(renditions={}))  # not reported as lease_lost
     record = await store.get("u1", "lost")
     assert record is not None and record.status == "COMPLETED"
 

@@ -21,7 +21,7 @@ from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.aws.clients import Clients
 from transcoder.aws.status import JobStore
 from transcoder.config import Settings
-from transcoder.domain.job import ErrorInfo, JobMessage, Reason, Status
+from transcoder.domain.job import ErrorInfo, JobMessage, Published, Reason, Status
 from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Lease
 from transcoder.ops.bootstrap import Resources
@@ -203,7 +203,7 @@ async def test_retry_sends_the_job_the_record_describes_now(
     held = enqueuer.handle(event(settings, "raw/u/v.mp4", second_head, later))
     assert held.held == held.queued
     second = next(m for m in messages(boto, resources) if m["job_id"] == held.queued[0])
-    await store.mark_completed(running, {})
+    await store.mark_completed(running, Published(renditions={}))
     taken = await store.claim(JobMessage.model_validate(second), owner="w2", lease_s=60)
     assert isinstance(taken, Lease)
     await store.mark_failed(taken, ErrorInfo(code=Reason.STALLED, message="x", retryable=True))

@@ -7,7 +7,7 @@ import random
 import pytest
 from fakes import job
 
-from transcoder.domain.job import ErrorInfo, Reason
+from transcoder.domain.job import ErrorInfo, Published, Reason
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 from transcoder.runtime import decision as d
 
@@ -27,7 +27,7 @@ def decide(facts: d.Facts, receive_count: int = 1) -> d.Outcome:
 @pytest.mark.parametrize(
     ("facts", "receive_count", "kind", "label"),
     [
-        (d.Succeeded(LEASE, {}), 1, d.Completed, d.Label.COMPLETED),
+        (d.Succeeded(LEASE, Published(renditions={})), 1, d.Completed, d.Label.COMPLETED),
         (d.Errored(LEASE, PERMANENT), 1, d.Failed, d.Label.FAILED),
         (d.Errored(LEASE, RETRYABLE), 1, d.Retry, d.Label.RETRY),
         (d.Errored(LEASE, RETRYABLE), 3, d.Failed, d.Label.EXHAUSTED),

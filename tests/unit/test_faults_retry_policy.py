@@ -16,7 +16,14 @@ from fakes import POLICY, FakeClock, FakeQueue, FakeStore, delivery, job, record
 from prometheus_client import REGISTRY
 
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
-from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord, RenditionStatus, Status
+from transcoder.domain.job import (
+    ErrorInfo,
+    Published,
+    Reason,
+    RenditionRecord,
+    RenditionStatus,
+    Status,
+)
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 from transcoder.runtime import decision
 from transcoder.runtime.decision import Label, RetryPolicy
@@ -114,7 +121,7 @@ async def test_a_retry_refused_for_a_lost_lease_is_not_counted_as_its_cause() ->
 
 async def test_a_retry_resumes_at_the_step_that_failed() -> None:
     queue, store = FakeQueue(failures={"delete": [AwsUnavailable("503")]}), claimed_store()
-    outcome = decision.Completed(LEASE, RENDITIONS)
+    outcome = decision.Completed(LEASE, Published(renditions=RENDITIONS))
     settled = await settler(queue, store).commit(outcome, delivery("{}"))
     assert settled.label is Label.COMPLETED
     assert store.calls == [("mark_completed", ["720p"])]  # the fenced write ran once
@@ -123,7 +130,7 @@ async def test_a_retry_resumes_at_the_step_that_failed() -> None:
 
 async def test_a_refused_fenced_write_becomes_lease_lost_and_touches_nothing() -> None:
     queue, store = FakeQueue(), claimed_store(lose_lease_on="mark_completed")
-    outcome = decision.Completed(LEASE, RENDITIONS)
+    outcome = decision.Completed(LEASE, Published(renditions=RENDITIONS))
     settled = await settler(queue, store).commit(outcome, delivery("{}"))
     assert settled.label is Label.LEASE_LOST
     assert isinstance(settled.outcome, decision.LeaseLost)
@@ -133,7 +140,7 @@ async def test_a_refused_fenced_write_becomes_lease_lost_and_touches_nothing() -
 
 async def test_a_refused_delete_after_the_write_keeps_the_outcome() -> None:
     queue = FakeQueue(failures={"delete": [LeaseLost("receipt handle expired")]})
-    outcome = decision.Completed(LEASE, RENDITIONS)
+    outcome = decision.Completed(LEASE, Published(renditions=RENDITIONS))
     settled = await settler(queue, claimed_store()).commit(outcome, delivery("{}"))
     assert settled.label is Label.COMPLETED  # the redelivery is acknowledged as a duplicate
 

@@ -17,7 +17,7 @@ from faults.agent import Agent
 
 from transcoder.aws.protection import TaskProtection, for_agent, granted
 from transcoder.aws.queue import Delivery
-from transcoder.domain.job import JobMessage, RawKey
+from transcoder.domain.job import JobMessage, Published, RawKey
 from transcoder.media.progress import Progress
 from transcoder.ops.emulator import free_port
 from transcoder.runtime.decision import RetryPolicy
@@ -154,7 +154,7 @@ class SlowPipeline:
         self, message: JobMessage, progress: Progress, on_source: Any, before_publish: Any = None
     ) -> PipelineResult:
         await asyncio.sleep(0.5)
-        return PipelineResult(source=SOURCE, renditions={})
+        return PipelineResult(source=SOURCE, published=Published(renditions={}))
 
 
 class CountingProtection:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from fakes import job, record_for
 
 from transcoder.domain import transitions as t
-from transcoder.domain.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.domain.job import ErrorInfo, JobMessage, Published, RawKey, Reason, Status
 from transcoder.domain.record import JobRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_an_upload_held_behind_a_running_job_takes_over_once_it_ends() -> None:
     held = t.upload_seen(running, second, at(6), size_bytes=1)
     assert isinstance(held, t.Refusal) and held.verdict is t.Verdict.HELD
     assert t.claim(running, second, "w2", 600, at(7)).__class__ is t.Refusal
-    done = written(t.complete(running, t.lease_of(running), {}, at(8)))
+    done = written(t.complete(running, t.lease_of(running), Published(renditions={}), at(8)))
     taken = written(t.claim(done, second, "w2", 600, at(9)))
     assert (taken.job_id, taken.attempts, taken.renditions) == (second.job_id, 1, {})
     # `retry` re-sends the job the record describes now, not the first upload's message.

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from transcoder.domain import transitions as t
-from transcoder.domain.job import ErrorInfo, JobMessage, RawKey, Reason, Status
+from transcoder.domain.job import ErrorInfo, JobMessage, Published, RawKey, Reason, Status
 from transcoder.domain.record import JobRecord
 from transcoder.runtime import decision as d
 
@@ -243,7 +243,7 @@ class JobLife(RuleBasedStateMachine):
             error = ErrorInfo(code=Reason.SOURCE_DELETED, message="deleted", retryable=False)
             self.settle(worker, d.Errored(lease, error))
         elif isinstance(fence, JobRecord):
-            self.settle(worker, d.Succeeded(lease, {}))
+            self.settle(worker, d.Succeeded(lease, Published(renditions={})))
         elif fence.verdict is t.Verdict.SOURCE_DELETED:
             error = ErrorInfo(code=Reason.SOURCE_DELETED, message="deleted", retryable=False)
             self.settle(worker, d.Errored(lease, error))
@@ -298,8 +298,8 @@ class JobLife(RuleBasedStateMachine):
         clock = w.clock()
         write: Decide | None = None
         match outcome:
-            case d.Completed(lease, renditions):
-                write = lambda r: t.complete(r, lease, renditions, clock)  # noqa: E731
+            case d.Completed(lease, published):
+                write = lambda r: t.complete(r, lease, published, clock)  # noqa: E731
             case d.Failed(lease, error):
                 write = lambda r: t.fail(r, lease, error, clock)  # noqa: E731
             case d.Retry(lease, error):

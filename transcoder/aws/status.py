@@ -27,8 +27,8 @@ from transcoder.domain.job import (
     STATUS_INDEX,
     ErrorInfo,
     JobMessage,
+    Published,
     Reason,
-    RenditionRecord,
     SourceFacts,
     Status,
     utcnow,
@@ -138,8 +138,8 @@ class JobStore:
     async def record_source(self, lease: Lease, source: SourceFacts) -> None:
         await self._fenced(lease, lambda r: transitions.record_source(r, lease, source, self.now()))
 
-    async def mark_completed(self, lease: Lease, renditions: dict[str, RenditionRecord]) -> None:
-        await self._final(lease, lambda r: transitions.complete(r, lease, renditions, self.now()))
+    async def mark_completed(self, lease: Lease, published: Published) -> None:
+        await self._final(lease, lambda r: transitions.complete(r, lease, published, self.now()))
 
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:
         await self._final(lease, lambda r: transitions.fail(r, lease, error, self.now()))

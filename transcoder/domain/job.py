@@ -134,6 +134,24 @@ def output_key(rendition: str, user_id: str, video_id: str) -> str:
     return f"{TRANSCODED_PREFIX}{rendition}/{user_id}/{video_id}.mp4"
 
 
+# poster/, thumbnails/ and hls/ cannot clash with a rendition: rendition names are "{height}p".
+
+
+def poster_key(user_id: str, video_id: str) -> str:
+    """The poster image: ``transcoded/poster/{user}/{video}.jpg``."""
+    return f"{TRANSCODED_PREFIX}poster/{user_id}/{video_id}.jpg"
+
+
+def thumbnails_prefix(user_id: str, video_id: str) -> str:
+    """The scrubbing previews: ``sprite.jpg`` and its WebVTT index ``thumbnails.vtt``."""
+    return f"{TRANSCODED_PREFIX}thumbnails/{user_id}/{video_id}/"
+
+
+def hls_prefix(user_id: str, video_id: str) -> str:
+    """The HLS stream: ``master.m3u8`` and one folder per rendition (playlist, init, segments)."""
+    return f"{TRANSCODED_PREFIX}hls/{user_id}/{video_id}/"
+
+
 @dataclass(frozen=True, slots=True)
 class RawKey:
     """A parsed ``raw/{userId}/{videoId}.{ext}`` key."""
@@ -300,6 +318,69 @@ class RenditionRecord(BaseModel):
     bitrate_kbps: int | None = None
     encode_s: float | None = None
     reason: str | None = None
+
+
+class PosterRecord(BaseModel):
+    """The poster image (a representative frame at the top rendition's size)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    width: int
+    height: int
+    bytes: int
+    content_type: str = "image/jpeg"
+
+
+class ThumbnailsRecord(BaseModel):
+    """The scrubbing previews: one sprite sheet of tiles and the WebVTT file that indexes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sprite_key: str
+    vtt_key: str
+    interval_s: float
+    count: int
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+    bytes: int
+
+
+class HlsVariant(BaseModel):
+    """One rendition's HLS media playlist (fMP4 segments)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    playlist_key: str
+    segments: int
+    bandwidth: int
+    codecs: str
+    width: int
+    height: int
+    bytes: int
+
+
+class HlsRecord(BaseModel):
+    """The adaptive stream: a master playlist listing every produced rendition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    master_key: str
+    segment_s: float
+    variants: dict[str, HlsVariant]
+
+
+class Published(BaseModel):
+    """Everything a completed job made and uploaded (what ``COMPLETED`` records)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    renditions: dict[str, RenditionRecord]
+    poster: PosterRecord | None = None
+    thumbnails: ThumbnailsRecord | None = None
+    hls: HlsRecord | None = None
 
 
 class ErrorInfo(BaseModel):

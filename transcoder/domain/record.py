@@ -24,10 +24,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, Val
 
 from transcoder.domain.job import (
     ErrorInfo,
+    HlsRecord,
     JobMessage,
+    PosterRecord,
     RenditionRecord,
     SourceFacts,
     Status,
+    ThumbnailsRecord,
     isoformat,
 )
 
@@ -91,6 +94,9 @@ class JobRecord(BaseModel):
     # What the worker found and made.
     source: SourceFacts | None = None
     renditions: dict[str, RenditionRecord] = {}
+    poster: PosterRecord | None = None
+    thumbnails: ThumbnailsRecord | None = None
+    hls: HlsRecord | None = None
     error: ErrorInfo | None = None
     # When things happened.
     created_at: Timestamp | None = None

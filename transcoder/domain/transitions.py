@@ -21,7 +21,7 @@ renew / progress /        ``PROCESSING`` with this    lease expiry, progress, so
 source (worker)           lease (owner + attempt)
 confirm (worker)          as renew, source not        nothing but ``rev`` (the publish fence)
                           deleted
-complete (worker)         as renew                    ``COMPLETED``, renditions, progress 100
+complete (worker)         as renew                    ``COMPLETED``, outputs, progress 100
 fail (worker)             as renew                    ``FAILED`` + error
 hand back (worker)        as renew                    ``QUEUED`` (+ error when retryable)
 dead-letter (DLQ          this job, not completed,    ``FAILED retries_exhausted`` (last cause);
@@ -51,8 +51,8 @@ from typing import Any
 from transcoder.domain.job import (
     ErrorInfo,
     JobMessage,
+    Published,
     Reason,
-    RenditionRecord,
     SourceFacts,
     Status,
 )
@@ -201,6 +201,9 @@ _PER_UPLOAD = (
     "requeued_at",
     "dead_lettered_at",
     "source_deleted_at",
+    "poster",
+    "thumbnails",
+    "hls",
     "enqueued",
     "message_id",
 )
@@ -374,14 +377,17 @@ def confirm(current: JobRecord | None, lease: Lease, clock: Clock) -> Decision:
 def complete(
     current: JobRecord | None,
     lease: Lease,
-    renditions: dict[str, RenditionRecord],
+    published: Published,
     clock: Clock,
 ) -> Decision:
     return _fenced(current, lease) or _write(
         current,
         clock,
         status=Status.COMPLETED,
-        renditions=renditions,
+        renditions=published.renditions,
+        poster=published.poster,
+        thumbnails=published.thumbnails,
+        hls=published.hls,
         progress=100,
         completed_at=clock.now,
         error=None,

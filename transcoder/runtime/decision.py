@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from transcoder.aws.queue import MAX_VISIBILITY_S
 from transcoder.domain.errors import TranscoderError
-from transcoder.domain.job import ErrorInfo, Reason, RenditionRecord
+from transcoder.domain.job import ErrorInfo, Published, Reason
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 
 
@@ -114,7 +114,7 @@ class NotClaimed:
 @dataclass(frozen=True, slots=True)
 class Succeeded:
     lease: Lease
-    renditions: dict[str, RenditionRecord]
+    published: Published
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ Facts = (
 @dataclass(frozen=True, slots=True)
 class Completed:
     lease: Lease
-    renditions: dict[str, RenditionRecord]
+    published: Published
     label: Label = Label.COMPLETED
 
 
@@ -266,8 +266,8 @@ def _claimed(
     """The facts of a job this worker claimed and ran."""
     last = receive_count >= policy.max_receive_count
     match facts:
-        case Succeeded(lease, renditions):
-            return Completed(lease, renditions)
+        case Succeeded(lease, published):
+            return Completed(lease, published)
         case Errored(lease, error) if not error.retryable:
             return Failed(lease, error)
         case Errored(lease, error) if last:

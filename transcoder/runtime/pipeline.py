@@ -23,7 +23,14 @@ from transcoder import metrics
 from transcoder.aws.gateway import GatewayConfig, SourceGateway
 from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
-from transcoder.domain.job import JobMessage, Reason, RenditionRecord, RenditionStatus, SourceFacts
+from transcoder.domain.job import (
+    JobMessage,
+    Published,
+    Reason,
+    RenditionRecord,
+    RenditionStatus,
+    SourceFacts,
+)
 from transcoder.domain.job import output_key as rendition_key
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
@@ -68,7 +75,7 @@ class Encoded:
 @dataclass(frozen=True, slots=True)
 class PipelineResult:
     source: SourceFacts
-    renditions: dict[str, RenditionRecord]
+    published: Published
 
 
 SourceCallback = Callable[[SourceFacts], Awaitable[None]]
@@ -173,7 +180,7 @@ class Pipeline:
             )
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
-        return PipelineResult(source=encoded.facts, renditions=renditions)
+        return PipelineResult(source=encoded.facts, published=Published(renditions=renditions))
 
     async def _encode(
         self,

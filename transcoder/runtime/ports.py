@@ -14,7 +14,7 @@ from typing import Protocol
 
 from transcoder.aws.queue import Delivery
 from transcoder.aws.storage import ObjectInfo, Uploaded
-from transcoder.domain.job import ErrorInfo, JobMessage, RenditionRecord, SourceFacts
+from transcoder.domain.job import ErrorInfo, JobMessage, Published, SourceFacts
 from transcoder.domain.transitions import Lease, Refusal
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -46,9 +46,7 @@ class JobStorePort(Protocol):
 
     async def record_source(self, lease: Lease, source: SourceFacts) -> None: ...
 
-    async def mark_completed(
-        self, lease: Lease, renditions: dict[str, RenditionRecord]
-    ) -> None: ...
+    async def mark_completed(self, lease: Lease, published: Published) -> None: ...
 
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None: ...
 

@@ -94,8 +94,8 @@ class Settler:
         """An outcome's DynamoDB write, then its SQS action (DESIGN.md, message fate)."""
         q, store = self._queue, self._store
         match outcome:
-            case Completed(lease, renditions):
-                return partial(store.mark_completed, lease, renditions), partial(q.delete, d)
+            case Completed(lease, published):
+                return partial(store.mark_completed, lease, published), partial(q.delete, d)
             case Failed(lease, error, to_dlq):
                 fail = partial(store.mark_failed, lease, error)
                 # Exhausted: visible at once, so the next receive makes SQS dead-letter it.
@@ -164,6 +164,6 @@ class Settler:
         if delay_s:
             fields["visible_in_s"] = delay_s
         if isinstance(s.outcome, Completed):
-            fields["renditions"] = {n: r.status for n, r in s.outcome.renditions.items()}
+            fields["renditions"] = {n: r.status for n, r in s.outcome.published.renditions.items()}
         level = "warning" if s.label in WARNING_LABELS else "info"
         getattr(log, level)("job.settled", **fields)

@@ -440,7 +440,7 @@ class Worker:
             return self._failed(lease, exc)
         if self._fitness is not None:
             self._fitness.succeeded()
-        return decision.Succeeded(lease, result.renditions)
+        return decision.Succeeded(lease, result.published)
 
     def _failed(self, lease: Lease, exc: Exception) -> Facts:
         """The job's failure, or this worker's: then it retires and the receive is spared."""
