@@ -130,7 +130,17 @@ async def run_demo(
                     clients, demo_settings, files, out=out, timeout_s=timeout_s, view=view
                 )
         view.finish(results)
+    if out is not None:
+        # --json keeps stdout to the JSON lines.
+        print(serve_hint(out), file=sys.stderr if as_json else sys.stdout, flush=True)
     return 0 if all(r["status"] in ("COMPLETED", "FAILED") for r in results) else 1
+
+
+def serve_hint(out: Path) -> str:
+    return (
+        f"player page: {out / 'index.html'}\n"
+        f"  serve it:  python -m http.server -d {out} -b 127.0.0.1  and open http://127.0.0.1:8000/"
+    )
 
 
 Runner = Callable[[Settings, argparse.Namespace], Awaitable[int]]
@@ -147,7 +157,7 @@ machine.
 EPILOG = """\
 examples:
   transcoder demo                          run sample videos through the whole pipeline locally
-  transcoder demo --out out/ my.mov        transcode your own file, download the results to out/
+  transcoder demo --out out/ my.mov        transcode your own file; out/index.html plays the results
   transcoder bootstrap                     create the bucket, queues and table (safe to repeat)
   transcoder submit clip.mp4 --user u1     upload a file to raw/u1/ and enqueue it
   transcoder worker                        process jobs until stopped (Ctrl-C drains, twice: now)
@@ -213,7 +223,11 @@ def parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON line per file instead of a table"
     )
     demo.add_argument(
-        "--out", type=Path, metavar="DIR", help="download renditions to DIR/<video_id>/<name>.mp4"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="download every completed job's outputs (MP4s, poster, thumbnails, HLS) to "
+        "DIR/<video_id>/ and write a player page, DIR/index.html",
     )
     demo.add_argument(
         "--timeout",

@@ -20,17 +20,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from enqueue_lambda.handler import EnqueueConfig, build, s3_event_for
 from transcoder.aws.clients import Clients
+from transcoder.aws.storage import Storage
 from transcoder.config import Settings
 from transcoder.domain.job import Status
+from transcoder.domain.record import JobRecord
 from transcoder.logs import get_logger
+from transcoder.ops import page
 from transcoder.ops.board import Board, Lines, Tracked, View, logs_to
 from transcoder.runtime import app
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 log = get_logger(__name__)
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value)
@@ -142,14 +148,63 @@ async def wait_for_terminal(
         await asyncio.sleep(0.5)
 
 
-async def download(services: app.Services, results: list[dict[str, Any]], out: Path) -> None:
-    for result in results:
+async def export(
+    s3: S3Client, storage: Storage, videos: Sequence[tuple[JobRecord, str]], out: Path
+) -> Path:
+    """Download each completed job's outputs into ``out`` and write the player page; its path.
+
+    The local layout keeps every relative reference working (``transcoder.ops.page``). The HLS
+    tree is whatever the bucket holds under the record's HLS prefix (playlists, init segments,
+    media segments), listed rather than rebuilt from the playlists.
+    """
+    files = [page.files_for(record, title) for record, title in videos]
+    wanted: list[tuple[str, str]] = []
+    for video in files:
+        wanted += video.objects
+        if video.hls_tree is not None:
+            keys = await listed(s3, storage.bucket, video.hls_tree[0])
+            # A key ending in "/" is a folder marker some S3 tools create, not a file.
+            wanted += [(key, video.hls_path(key)) for key in keys if not key.endswith("/")]
+    at_once = asyncio.Semaphore(8)
+
+    async def fetch(key: str, path: str) -> None:
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        async with at_once:
+            await storage.download(key, target)
+
+    await asyncio.gather(*(fetch(key, path) for key, path in wanted))
+    log.info("demo.exported", out=str(out), videos=len(files), objects=len(wanted))
+    return page.write(out, files)
+
+
+async def listed(s3: S3Client, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    async for response in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix
+    ):
+        keys += [item["Key"] for item in response.get("Contents", []) if "Key" in item]
+    return keys
+
+
+async def download(
+    clients: Clients,
+    services: app.Services,
+    jobs: Sequence[Submitted],
+    results: list[dict[str, Any]],
+    out: Path,
+) -> Path:
+    """``--out``: every completed job's outputs and the player page; the page's path."""
+    done = []
+    for job, result in zip(jobs, results, strict=True):
+        record = await services.store.get(job.user_id, job.video_id)
+        if record is None or record.status is not Status.COMPLETED:
+            continue
+        done.append((record, Path(job.file).name))
         for name, rendition in result["renditions"].items():
             if rendition.get("status") == "COMPLETED" and rendition.get("key"):
-                target = out / result["video_id"] / f"{name}.mp4"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                await services.storage.download(rendition["key"], target)
-                rendition["path"] = str(target)
+                rendition["path"] = str(out / job.video_id / f"{name}.mp4")
+    return await export(clients.s3, services.storage, done, out)
 
 
 async def run_demo(
@@ -186,7 +241,7 @@ async def run_demo(
         stop.set()
         await worker_task
     if out is not None:
-        await download(services, results, out)
+        await download(clients, services, jobs, results, out)
     return results
 
 
