@@ -5,7 +5,7 @@
 // without them Chromium's own connections (updates, sync, QUIC probes) are refused noisily.
 import { chromium } from "playwright-core";
 
-const [url, userDataDir] = process.argv.slice(2);
+const [url, userDataDir, screenshot] = process.argv.slice(2);
 const STEP_MS = 30_000;
 const report = { steps: [], requests: [], failedRequests: [], consoleErrors: [], pageErrors: [] };
 
@@ -64,7 +64,8 @@ try {
   // Thumbnails: the VTT parsed, the sprite loaded, and hovering the bar shows the right tile.
   await page.waitForFunction(() => {
     const t = window.transcoderPlayers[0].thumbnails;
-    return t && (t.spriteLoaded || window.transcoderPlayers[0].errors.length > 0);
+    const done = !window.transcoderPlayers[0].root.dataset.vtt || t.spriteLoaded;
+    return t && (done || window.transcoderPlayers[0].errors.length > 0);
   }, null, { timeout: STEP_MS });
   const bar = page.locator("section.video").first().locator(".scrub");
   const box = await bar.boundingBox();
@@ -80,6 +81,7 @@ try {
       hover: { visible: !preview.hidden, backgroundImage: preview.style.backgroundImage, cue: t.shown },
     };
   }));
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   await page.mouse.move(0, 0);
 
   const playable = Object.values(report.mseSupport).some(Boolean);

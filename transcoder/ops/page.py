@@ -191,7 +191,7 @@ SECTION = """\
     </div>
     <p class="controls">
       <label>rendition <select class="rendition"><option value="-1">auto</option></select></label>
-      <output class="now">not playing</output>
+      <output class="now">no picture yet</output>
       <span class="mode"></span>
     </p>
     <p class="errors" hidden></p>

@@ -117,8 +117,8 @@
     const how = player.hls ? (player.hls.autoLevelEnabled ? "auto" : "forced") : player.mode;
     const name = level ? ` ${level.height}p` : "";
     root.querySelector(".now").textContent = video.videoWidth
-      ? `playing ${video.videoWidth}x${video.videoHeight}${name} (${how})`
-      : "not playing";
+      ? `picture ${video.videoWidth}x${video.videoHeight}${name} (${how})`
+      : "no picture yet";
   }
 
   function addOption(select, value, label) {
