@@ -72,6 +72,21 @@ def test_with_json_the_demo_prints_one_summary_per_file(broken: Path, tmp_path: 
     assert "[demo] broken: FAILED" in completed.stderr.splitlines()
 
 
+def test_with_out_the_demo_writes_the_player_page_and_says_how_to_serve_it(
+    broken: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    completed = demo(tmp_path, "--out", str(out), str(broken))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f"player page: {out / 'index.html'}" in completed.stdout.splitlines()
+    assert f"python -m http.server -d {out} -b 127.0.0.1" in completed.stdout
+    assert "nothing to play" in (out / "index.html").read_text()  # the one job FAILED
+    assert (out / "hls.light.min.js").is_file()
+    with_json = demo(tmp_path, "--json", "--out", str(out), str(broken))
+    assert "player page:" not in with_json.stdout  # stdout stays JSON lines
+    assert f"player page: {out / 'index.html'}" in with_json.stderr
+
+
 def on_a_terminal(tmp_path: Path, *args: str) -> str:
     """Run the demo with a pseudo-terminal as stdin, stdout and stderr; its screen output."""
     controller, terminal = pty.openpty()

@@ -59,9 +59,6 @@
     const vtt = root.dataset.vtt;
     const bar = root.querySelector(".scrub");
     const preview = bar.querySelector(".preview");
-    if (!vtt) {
-      bar.classList.add("plain");
-    }
     const state = { cues: [], sprite: null, spriteLoaded: false, shown: null };
     player.thumbnails = state;
     const durationOf = () => video.duration || (state.cues.length ? state.cues[state.cues.length - 1].end : 0);
