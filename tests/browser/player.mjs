@@ -5,7 +5,9 @@
 // without them Chromium's own connections (updates, sync, QUIC probes) are refused noisily.
 import { chromium } from "playwright-core";
 
-const [url, userDataDir, screenshot] = process.argv.slice(2);
+const [url, userDataDir, ...options] = process.argv.slice(2);
+const screenshot = options.includes("--screenshot") ? options[options.indexOf("--screenshot") + 1] : null;
+const withoutMse = options.includes("--without-mse");
 const STEP_MS = 30_000;
 const report = { steps: [], requests: [], failedRequests: [], consoleErrors: [], pageErrors: [] };
 
@@ -31,6 +33,13 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 
 try {
   const page = context.pages()[0] || (await context.newPage());
+  if (withoutMse) {
+    await page.addInitScript(() => {
+      for (const name of ["MediaSource", "WebKitMediaSource", "ManagedMediaSource"]) {
+        Object.defineProperty(window, name, { value: undefined, configurable: true });
+      }
+    });
+  }
   page.on("console", (message) => {
     if (message.type() === "error") report.consoleErrors.push(message.text());
   });
@@ -85,7 +94,26 @@ try {
   await page.mouse.move(0, 0);
 
   const playable = Object.values(report.mseSupport).some(Boolean);
-  if (report.mode === "hls.js" && playable) {
+  if (report.mode !== "hls.js") {
+    await page.evaluate(() => {
+      const { video } = window.transcoderPlayers[0];
+      video.muted = true;
+      window.__ended = false;
+      video.addEventListener("ended", () => { window.__ended = true; });
+      return video.play();
+    });
+    await page.waitForFunction(() => window.transcoderPlayers[0].video.currentTime > 0.3, null, { timeout: STEP_MS });
+    step("started", await page.evaluate(() => {
+      const { video, root } = window.transcoderPlayers[0];
+      return { startedAt: video.currentTime, src: video.currentSrc, pickerDisabled: root.querySelector(".rendition").disabled, videoWidth: video.videoWidth, videoHeight: video.videoHeight };
+    }));
+    await page.evaluate(() => { window.transcoderPlayers[0].video.playbackRate = 2; });
+    await page.waitForFunction(() => window.__ended, null, { timeout: 60_000 });
+    step("ended", await page.evaluate(() => {
+      const { video } = window.transcoderPlayers[0];
+      return { ended: video.ended, currentTime: video.currentTime, duration: video.duration, decodedFrames: video.getVideoPlaybackQuality().totalVideoFrames };
+    }));
+  } else if (playable) {
     // Playback starts (muted: Chromium allows muted autoplay without a gesture).
     await page.evaluate(() => {
       const { video } = window.transcoderPlayers[0];

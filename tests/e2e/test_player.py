@@ -35,6 +35,7 @@ from support import player_outputs
 from transcoder.aws.clients import Clients
 from transcoder.aws.storage import Storage
 from transcoder.config import Settings
+from transcoder.domain.record import JobRecord
 from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import export
 
@@ -90,16 +91,24 @@ async def upload_tree(clients: Clients, bucket: str, tree: Path) -> None:
         )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser() -> None:
     """Chromium, node and the driver's packages, checked before any footage is fetched."""
     require_browser()
 
 
+@pytest.fixture(scope="module")
+def outputs(
+    browser: None, samples: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, JobRecord]:
+    """One completed job's objects (a folder whose paths are the S3 keys) and its record."""
+    tree = tmp_path_factory.mktemp("bucket")
+    return tree, player_outputs.build(samples["bigbuckbunny"], tree)
+
+
 @pytest.fixture
 async def player_dir(
-    browser: None,
-    samples: dict[str, Path],
+    outputs: tuple[Path, JobRecord],
     clients: Clients,
     settings: Settings,
     resources: Resources,
@@ -111,8 +120,7 @@ async def player_dir(
     makes them; the assertions below read what to expect from DIR, so a real demo run can replace
     this fixture as it is.
     """
-    tree = tmp_path / "bucket"
-    record = await asyncio.to_thread(player_outputs.build, samples["bigbuckbunny"], tree)
+    tree, record = outputs
     await upload_tree(clients, settings.bucket, tree)
     out = tmp_path / "out"
     storage = Storage(clients.s3, settings.bucket)
@@ -121,14 +129,15 @@ async def player_dir(
     return out
 
 
-async def play(out: Path, scratch: Path) -> dict[str, Any]:
+async def play(out: Path, scratch: Path, *options: str) -> dict[str, Any]:
     """Serve ``out`` on 127.0.0.1 and run the browser driver over its page; what it saw."""
     with serving(out) as url:
         completed = await asyncio.to_thread(
             subprocess.run,
             [
                 *("node", "player.mjs", url + "index.html"),
-                *(str(scratch / "chromium-profile"), str(scratch / "player.png")),
+                *(str(scratch / "chromium-profile"), "--screenshot", str(scratch / "player.png")),
+                *options,
             ],
             cwd=BROWSER,
             capture_output=True,
@@ -211,6 +220,26 @@ async def test_the_demo_page_plays_switches_renditions_and_previews(
     facts = expected(player_dir)
     assert_plays_to_the_end_and_switches(facts, report)
     assert_shows_poster_and_previews(facts, report)
+
+
+async def test_without_media_source_extensions_the_page_plays_through_native_hls(
+    player_dir: Path, tmp_path: Path
+) -> None:
+    """Where hls.js cannot run (no MSE, as on iOS Safari) the browser's own HLS plays the master
+    playlist; Debian's Chromium has native HLS too, so hiding MSE exercises that branch here."""
+    report = await play(player_dir, tmp_path, "--without-mse")
+    facts = expected(player_dir)
+    assert report["mode"] == "native HLS"
+    assert report["src"].endswith("/hls/master.m3u8")
+    assert report["pickerDisabled"] is True  # the browser picks the level itself
+    assert (report["videoWidth"], report["videoHeight"]) in facts.sizes
+    assert report["startedAt"] > 0
+    assert report["ended"] is True
+    assert report["duration"] == pytest.approx(facts.duration_s, abs=0.25)
+    assert report["decodedFrames"] > 0
+    assert (report["errors"], report["mediaError"], report["pageErrors"]) == ([], None, [])
+    assert [r for r in report["requests"] if r["status"] >= 400] == []
+    assert report["sprite"]["loaded"] is True  # the previews do not depend on hls.js
 
 
 def assert_plays_to_the_end_and_switches(facts: Expected, report: dict[str, Any]) -> None:
