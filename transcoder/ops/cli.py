@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -137,9 +138,11 @@ async def run_demo(
 
 
 def serve_hint(out: Path) -> str:
+    """Where the player page is, and the one command that serves it (browsers refuse file://)."""
     return (
         f"player page: {out / 'index.html'}\n"
-        f"  serve it:  python -m http.server -d {out} -b 127.0.0.1  and open http://127.0.0.1:8000/"
+        f"  serve it:  python -m http.server -d {shlex.quote(str(out))} -b 127.0.0.1"
+        "  and open http://127.0.0.1:8000/"
     )
 
 

@@ -6,6 +6,10 @@ run exercises the same code as production. The demo then runs a worker until eve
 ``COMPLETED`` or ``FAILED``, and reports each file. On a terminal the progress is a live table
 (``transcoder.ops.board``) and the worker's logs go to a file; with ``--json`` or through a pipe it
 is one summary line on stderr per change, as it always was.
+
+With ``--out DIR`` the demo then downloads every completed job's outputs (MP4s, poster, sprite and
+VTT, the whole HLS tree) as its job record names them, and writes a player page next to them
+(``transcoder.ops.page``).
 """
 
 from __future__ import annotations
