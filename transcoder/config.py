@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcoder.domain.event import BUS_PATTERN
 from transcoder.domain.rungs import DEFAULT_LADDER, Rung
 
 ENV_PREFIX = "TRANSCODER_"
@@ -156,6 +157,20 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     multipart_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     upload_concurrency: int = Field(default=4, ge=1, le=32)
+
+    # Job events (docs/operations.md, "Job events"): off unless a bus is named.
+    event_bus: str | None = Field(
+        default=None,
+        pattern=BUS_PATTERN.pattern,
+        description="EventBridge bus (name or ARN) that gets one event per job that ends",
+    )
+    event_publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="bound on publishing one job event (every retry included); a job's "
+        "settlement never waits longer, and an event not sent by then is counted and logged",
+    )
 
     # Observability.
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers must be scraped from outside
