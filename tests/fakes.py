@@ -254,6 +254,19 @@ class FakeStore:
 
 
 @dataclass
+class FakeEvents:
+    """``EventsPort``: the records announced, each with the queue actions taken before it."""
+
+    queue: FakeQueue | None = None
+    published: list[tuple[JobRecord, list[tuple[str, Any]]]] = field(default_factory=list)
+
+    async def publish(self, record: JobRecord) -> bool:
+        before = list(self.queue.calls) if self.queue is not None else []
+        self.published.append((record, before))
+        return True
+
+
+@dataclass
 class FakePipeline:
     """The pipeline: succeed, raise ``behaviour``, or ``"hang"`` (in transcode, never finishing)."""
 
