@@ -24,9 +24,11 @@ from transcoder.aws import bus as worker_bus
 from transcoder.domain.event import (
     COMPLETED,
     FAILED,
-    SOURCE as EVENT_SOURCE,
     job_event,
     refused_entries,
+)
+from transcoder.domain.event import (
+    SOURCE as EVENT_SOURCE,
 )
 from transcoder.domain.job import (
     ErrorInfo,
@@ -230,7 +232,7 @@ class FlakyEvents:
         self.answers = list(answers)
         self.calls: list[list[Mapping[str, Any]]] = []
 
-    def answer(self, Entries: Sequence[Mapping[str, Any]]) -> Any:  # noqa: N803 - the SDK's name
+    def answer(self, Entries: Sequence[Mapping[str, Any]]) -> Any:
         self.calls.append(list(Entries))
         result = self.answers.pop(0) if self.answers else {"FailedEntryCount": 0, "Entries": []}
         if isinstance(result, BaseException):
@@ -239,14 +241,14 @@ class FlakyEvents:
 
 
 class AsyncFlaky(FlakyEvents):
-    async def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:  # noqa: N803
+    async def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:
         if self.answers and self.answers[0] == "hang":
             await asyncio.sleep(3600)
         return self.answer(Entries)
 
 
 class SyncFlaky(FlakyEvents):
-    def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:  # noqa: N803
+    def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:
         return self.answer(Entries)
 
 
@@ -263,7 +265,7 @@ async def no_wait(_: float) -> None:
 
 
 def failures(detail_type: str) -> float:
-    return metrics.EVENTS.labels(detail_type, "failed")._value.get()
+    return float(metrics.EVENTS.labels(detail_type, "failed")._value.get())
 
 
 async def test_the_worker_resends_a_refused_entry_until_it_is_accepted() -> None:

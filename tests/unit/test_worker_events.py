@@ -41,7 +41,7 @@ async def settle_one(
 
 async def test_a_completed_job_is_announced_with_the_stored_record_after_the_delete() -> None:
     store = FakeStore()
-    worker, queue, events = await settle_one(store, FakePipeline())
+    worker, _, events = await settle_one(store, FakePipeline())
     assert [s.label for s in worker.settled] == [Label.COMPLETED]
     ((record, queue_before),) = events.published
     assert record == store.get()  # exactly what the final write stored
@@ -84,7 +84,7 @@ class RefusingClient:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:  # noqa: N803
+    async def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Any:
         self.calls += 1
         raise AwsUnavailable("events: ServiceUnavailable (503)")
 
