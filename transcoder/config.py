@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from transcoder.domain.event import BUS_PATTERN
@@ -161,7 +161,6 @@ class Settings(BaseSettings):
     # Job events (docs/operations.md, "Job events"): off unless a bus is named.
     event_bus: str | None = Field(
         default=None,
-        pattern=BUS_PATTERN.pattern,
         description="EventBridge bus (name or ARN) that gets one event per job that ends",
     )
     event_publish_timeout_s: float = Field(
@@ -179,6 +178,13 @@ class Settings(BaseSettings):
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
     log_json: bool = True
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
+
+    @field_validator("event_bus")
+    @classmethod
+    def _bus_name_or_arn(cls, value: str | None) -> str | None:
+        if value and not BUS_PATTERN.fullmatch(value):
+            raise ValueError("must be an event bus name or an event bus ARN")
+        return value or None
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
