@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from transcoder.aws import bus as worker_bus
 from transcoder.domain.event import (
     COMPLETED,
     FAILED,
+    EventDetail,
     job_event,
     refused_entries,
 )
@@ -321,3 +323,14 @@ def test_the_lambdas_resend_a_refused_entry_and_stop_at_their_deadline() -> None
 
 def test_the_lambdas_publisher_is_off_without_a_bus() -> None:
     assert lambda_bus.build(None) is None and lambda_bus.build("") is None
+
+
+def test_the_documented_example_is_an_event_this_code_sends() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text("utf-8")
+    section = doc.split("## Job events", 1)[1]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert (example["source"], example["detail-type"]) == (EVENT_SOURCE, COMPLETED)
+    documented = EventDetail.model_validate(example["detail"])
+    sent = detail_of(completed())
+    assert set(example["detail"]) == set(sent)  # no field missing from the doc, none invented
+    assert documented.hls is not None and documented.hls.master_key.endswith("master.m3u8")
