@@ -23,8 +23,9 @@ A message from a newer producer (a ``version`` this release does not know) is le
 No record shape makes the handler raise: a malformed record is logged and skipped.
 
 Job events (``TRANSCODER_EVENT_BUS`` set): each record this handler marks ``FAILED`` is announced
-as ``Video Failed`` once the write succeeded (``enqueue_lambda.bus``); a failed announcement is
-logged (``event.publish_failed``), never a batch item failure: the write it announces is done.
+as ``Video Failed`` (``enqueue_lambda.bus``), all of a batch in one bounded publish after its
+writes; a failed announcement is logged (``event.publish_failed``), never a batch item failure:
+the write it announces is done, and a redelivery would find nothing left to write.
 
 Partial batch responses (the event source mapping needs ``ReportBatchItemFailures``): only records
 that hit DynamoDB errors, or must wait as above, are returned; everything else is done or
@@ -69,12 +70,20 @@ class DeadLetterHandler:
     ) -> None:
         self._table = RecordTable(dynamodb, table)
         self._events = events
+        self._ended: list[JobRecord] = []  # marked FAILED during this batch
 
     def _announce(self, record: JobRecord) -> None:
-        if self._events is not None:
-            self._events.publish(record)
+        self._ended.append(record)
 
     def handle(self, event: Any) -> dict[str, list[dict[str, str]]]:
+        try:
+            return self._handle(event)
+        finally:
+            ended, self._ended = self._ended, []
+            if ended and self._events is not None:
+                self._events.publish(ended)
+
+    def _handle(self, event: Any) -> dict[str, list[dict[str, str]]]:
         records = event.get("Records") if isinstance(event, Mapping) else None
         records = records if isinstance(records, list) else []
         failures: list[dict[str, str]] = []

@@ -21,8 +21,9 @@ the event, and everything already done is a no-op the second time.
 
 Job events (``TRANSCODER_EVENT_BUS`` set): a rejection recorded as ``FAILED``, and a deletion that
 fails a job not yet running (``source_deleted``), end the job here, so this Lambda announces them
-(``Video Failed``, ``enqueue_lambda.bus``) once the write succeeded. A deletion that only flags a
-running job announces nothing: that job fails at its publish fence and the worker announces it.
+(``Video Failed``, ``enqueue_lambda.bus``), in one bounded publish per invocation once every record
+of the event is handled. A deletion that only flags a running job announces nothing: that job
+fails at its publish fence and the worker announces it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from transcoder.domain.job import (
     JobMessage,
     RawKey,
     Reason,
+    Status,
     parse_raw_key,
 )
 from transcoder.domain.record import JobRecord
@@ -122,13 +124,22 @@ class Enqueuer:
         self._records = RecordWriter(dynamodb, config.table)
         self._sqs = sqs
         self._events = events
+        self._ended: list[JobRecord] = []  # written FAILED during this invocation
 
     def _announce(self, outcome: JobRecord | Refusal) -> None:
-        """Publish the end of a job this Lambda ended (a FAILED record it just wrote)."""
-        if self._events is not None and isinstance(outcome, JobRecord):
-            self._events.publish(outcome)  # job_event skips a record that has not ended
+        """Remember a record this Lambda just wrote; ``handle`` announces the ones that ended."""
+        if isinstance(outcome, JobRecord) and outcome.status is Status.FAILED:
+            self._ended.append(outcome)
 
     def handle(self, event: Any, trace_id: str | None = None) -> Report:
+        try:
+            return self._handle(event, trace_id)
+        finally:
+            ended, self._ended = self._ended, []
+            if ended and self._events is not None:
+                self._events.publish(ended)
+
+    def _handle(self, event: Any, trace_id: str | None) -> Report:
         uploads, ignored = uploads_from_event(event)
         report = Report(ignored=ignored)
         for note in ignored:

@@ -309,16 +309,30 @@ def test_the_lambdas_resend_a_refused_entry_and_stop_at_their_deadline() -> None
     client = SyncFlaky(throttling(), THROTTLED, ACCEPTED)
     slept: list[float] = []
     events = lambda_bus.EventBus(client, "app-bus", sleep=slept.append)
-    assert events.publish(failed()) is True
+    assert events.publish([failed()]) == 0
     assert len(client.calls) == 3 and client.calls[0] == client.calls[2]
     assert slept == [0.2, 0.4]  # doubling back-off
     stubborn = SyncFlaky(*[THROTTLED] * 10)
-    clock = iter(range(0, 100, 4))  # each try "takes" 4 s: the 10 s deadline ends it
+    clock = iter(range(0, 100, 3))  # each try "takes" 3 s: the 8 s deadline ends it
     bounded = lambda_bus.EventBus(
         stubborn, "app-bus", attempts=10, sleep=lambda _: None, monotonic=lambda: next(clock)
     )
-    assert bounded.publish(failed()) is False  # never raises
+    assert bounded.publish([failed()]) == 1  # not sent, and never raised
     assert 1 < len(stubborn.calls) < 10
+
+
+def test_the_lambdas_send_a_batch_ten_at_a_time_and_resend_only_what_was_refused() -> None:
+    records = [failed(video_id=f"v{n}", job_id=f"{n:032x}") for n in range(12)]
+    second_refused = {
+        "FailedEntryCount": 1,
+        "Entries": [{"EventId": "a"}, {"ErrorCode": "InternalFailure"}] + [{"EventId": "b"}] * 8,
+    }
+    client = SyncFlaky(second_refused, ACCEPTED, ACCEPTED)
+    events = lambda_bus.EventBus(client, "app-bus", sleep=lambda _: None)
+    assert events.publish([*records, record_for(job(), status=Status.QUEUED)]) == 0
+    sizes = [len(call) for call in client.calls]
+    assert sizes == [10, 1, 2]  # PutEvents takes 10; the refused entry alone; the last 2
+    assert json.loads(client.calls[1][0]["Detail"])["video_id"] == "v1"
 
 
 def test_the_lambdas_publisher_is_off_without_a_bus() -> None:
