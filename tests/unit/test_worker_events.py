@@ -2,7 +2,8 @@
 
 Fakes only (STYLE.md, first tier): the record announced is the one the store wrote, after the
 queue action; outcomes that do not end the job, and writes that did not land, announce nothing;
-a bus that refuses everything still leaves the job settled.
+a bus that refuses everything still leaves the job settled, and a shutdown mid-announcement waits
+for it. Also the setting that turns events on, for the worker and the Lambdas.
 """
 
 from __future__ import annotations
@@ -12,13 +13,29 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fakes import FakeEvents, FakePipeline, FakeQueue, FakeStore, delivery, job, worker_config
+import pytest
+from fakes import (
+    RESULT,
+    FakeEvents,
+    FakePipeline,
+    FakeQueue,
+    FakeStore,
+    delivery,
+    job,
+    worker_config,
+)
 
+from enqueue_lambda.config import ConfigError as LambdaConfigError
+from enqueue_lambda.config import DeadLetterConfig, EnqueueConfig
 from transcoder.aws.bus import EventBus
+from transcoder.config import ConfigError, load_settings
 from transcoder.domain.errors import AwsUnavailable, InputRejected, Stalled
 from transcoder.domain.job import Reason, Status
-from transcoder.runtime.decision import Label
+from transcoder.domain.record import JobRecord
+from transcoder.domain.transitions import Lease
+from transcoder.runtime.decision import Completed, Label
 from transcoder.runtime.ports import EventsPort
+from transcoder.runtime.settlement import Settler
 from transcoder.runtime.worker import Worker
 
 
@@ -102,3 +119,50 @@ async def test_a_bus_that_refuses_everything_leaves_the_job_settled() -> None:
     record = store.get()
     assert record is not None and record.status is Status.COMPLETED
     assert client.calls == 3
+
+
+class SlowEvents:
+    """Takes a while to publish; says when it started and whether it finished."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finished: list[JobRecord] = []
+
+    async def publish(self, record: JobRecord) -> bool:
+        self.started.set()
+        await asyncio.sleep(0.05)
+        self.finished.append(record)
+        return True
+
+
+async def test_a_shutdown_during_the_announcement_waits_for_it() -> None:
+    store, queue, events = FakeStore(), FakeQueue(), SlowEvents()
+    lease = await store.claim(job(), owner="w1", lease_s=60)
+    assert isinstance(lease, Lease)
+    settler = Settler(queue, store, events=events)
+    outcome = Completed(lease, RESULT.published)
+    task = asyncio.create_task(settler.commit(outcome, delivery(job().model_dump_json())))
+    await events.started.wait()
+    task.cancel()  # SIGTERM's hard stop reaches the settlement mid-publish
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [r.status for r in events.finished] == [Status.COMPLETED]
+
+
+def test_the_bus_setting_takes_a_name_or_an_arn_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().event_bus is None  # off by default
+    arn = "arn:aws:events:eu-west-1:123456789012:event-bus/app-events"
+    assert load_settings(event_bus=arn).event_bus == arn
+    monkeypatch.setenv("TRANSCODER_EVENT_BUS", "app events!")
+    with pytest.raises(ConfigError, match="TRANSCODER_EVENT_BUS"):
+        load_settings()
+    with pytest.raises(LambdaConfigError, match="TRANSCODER_EVENT_BUS"):
+        DeadLetterConfig.from_env({"TRANSCODER_TABLE": "jobs", "TRANSCODER_EVENT_BUS": "a b"})
+    dlq = DeadLetterConfig.from_env({"TRANSCODER_TABLE": "jobs", "TRANSCODER_EVENT_BUS": arn})
+    assert dlq.event_bus == arn
+    enqueue = EnqueueConfig.from_env(
+        {"TRANSCODER_TABLE": "jobs", "TRANSCODER_QUEUE_URL": "https://sqs/q"}
+    )
+    assert enqueue.event_bus is None
