@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from transcoder.domain.event import BUS_PATTERN
 from transcoder.domain.job import DEFAULT_RENDITIONS, RENDITION_PATTERN
 from transcoder.domain.rungs import ladder_from_json
 
@@ -101,6 +102,14 @@ def _bucket(env: Mapping[str, str]) -> str | None:
     return env.get("TRANSCODER_BUCKET") or None
 
 
+def _event_bus(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """``TRANSCODER_EVENT_BUS``: the EventBridge bus (name or ARN) for job events; unset: off."""
+    bus = env.get("TRANSCODER_EVENT_BUS") or None
+    if bus is not None and not BUS_PATTERN.fullmatch(bus):
+        problems.append(f"TRANSCODER_EVENT_BUS must be an event bus name or ARN (got {bus!r})")
+    return bus
+
+
 def _raise_if(problems: list[str]) -> None:
     if problems:
         raise ConfigError("Lambda misconfigured:\n  " + "\n  ".join(problems))
@@ -116,6 +125,7 @@ class EnqueueConfig:
     allowed_extensions: frozenset[str] = DEFAULT_EXTENSIONS
     renditions: tuple[str, ...] = DEFAULT_RENDITIONS
     bucket: str | None = None  # when set, events from other buckets are ignored (and logged)
+    event_bus: str | None = None  # job events for the jobs this Lambda ends (rejections)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EnqueueConfig:
@@ -127,7 +137,23 @@ class EnqueueConfig:
             allowed_extensions=_extensions(env, problems),
             renditions=_renditions(env, problems),
             bucket=_bucket(env),
+            event_bus=_event_bus(env, problems),
         )
+        _raise_if(problems)
+        return config
+
+
+@dataclass(frozen=True)
+class DeadLetterConfig:
+    """What the dead-letter handler needs: the table, and the bus for job events."""
+
+    table: str
+    event_bus: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeadLetterConfig:
+        problems: list[str] = []
+        config = cls(table=_table(env, problems), event_bus=_event_bus(env, problems))
         _raise_if(problems)
         return config
 

@@ -22,6 +22,11 @@ A message from a newer producer (a ``version`` this release does not know) is le
 
 No record shape makes the handler raise: a malformed record is logged and skipped.
 
+Job events (``TRANSCODER_EVENT_BUS`` set): each record this handler marks ``FAILED`` is announced
+as ``Video Failed`` (``enqueue_lambda.bus``), all of a batch in one bounded publish after its
+writes; a failed announcement is logged (``event.publish_failed``), never a batch item failure:
+the write it announces is done, and a redelivery would find nothing left to write.
+
 Partial batch responses (the event source mapping needs ``ReportBatchItemFailures``): only records
 that hit DynamoDB errors, or must wait as above, are returned; everything else is done or
 deliberately skipped, and retrying it would change nothing.
@@ -38,7 +43,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from enqueue_lambda.config import table_from_env
+from enqueue_lambda import bus
+from enqueue_lambda.config import DeadLetterConfig
 from enqueue_lambda.jsonlog import emit, get_logger
 from enqueue_lambda.letters import message_attributes, poison_ids
 from enqueue_lambda.records import RecordChanging, RecordTable
@@ -59,10 +65,25 @@ class Waiting(Exception):
 class DeadLetterHandler:
     """Marks dead-lettered jobs; one instance (and client) per Lambda container."""
 
-    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table: str, events: bus.EventBus | None = None
+    ) -> None:
         self._table = RecordTable(dynamodb, table)
+        self._events = events
+        self._ended: list[JobRecord] = []  # marked FAILED during this batch
+
+    def _announce(self, record: JobRecord) -> None:
+        self._ended.append(record)
 
     def handle(self, event: Any) -> dict[str, list[dict[str, str]]]:
+        try:
+            return self._handle(event)
+        finally:
+            ended, self._ended = self._ended, []
+            if ended and self._events is not None:
+                self._events.publish(ended)
+
+    def _handle(self, event: Any) -> dict[str, list[dict[str, str]]]:
         records = event.get("Records") if isinstance(event, Mapping) else None
         records = records if isinstance(records, list) else []
         failures: list[dict[str, str]] = []
@@ -108,6 +129,7 @@ class DeadLetterHandler:
         if isinstance(outcome, JobRecord):
             error = outcome.error.message if outcome.error else ""
             emit(log, logging.WARNING, "dlq.marked", error=error, **fields)
+            self._announce(outcome)
             return
         if outcome.verdict is transitions.Verdict.WAIT:
             raise Waiting(outcome.reason)
@@ -130,14 +152,21 @@ class DeadLetterHandler:
         )
         recorded = isinstance(outcome, JobRecord)
         emit(log, logging.INFO, "dlq.poison_recorded", recorded=recorded, video_id=ids[1])
+        if isinstance(outcome, JobRecord):
+            self._announce(outcome)
 
 
 def build(
-    table: str, *, endpoint_url: str | None = None, region: str | None = None
+    table: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    event_bus: str | None = None,
 ) -> DeadLetterHandler:
     boto_config = Config(retries={"mode": "standard", "max_attempts": 5}, region_name=region)
     client = boto3.client("dynamodb", endpoint_url=endpoint_url, config=boto_config)
-    return DeadLetterHandler(client, table)
+    events = bus.build(event_bus, endpoint_url=endpoint_url, region=region)
+    return DeadLetterHandler(client, table, events)
 
 
 _handler: DeadLetterHandler | None = None
@@ -146,7 +175,8 @@ _handler: DeadLetterHandler | None = None
 def _cold_start() -> DeadLetterHandler:
     global _handler  # noqa: PLW0603 - one client per Lambda container
     if _handler is None:
-        _handler = build(table_from_env(os.environ))
+        config = DeadLetterConfig.from_env(os.environ)
+        _handler = build(config.table, event_bus=config.event_bus)
     return _handler
 
 

@@ -18,6 +18,12 @@ For each record of the event (``events.uploads_from_event``):
 
 Transient AWS failures do raise, after every other record has been handled: Lambda then retries
 the event, and everything already done is a no-op the second time.
+
+Job events (``TRANSCODER_EVENT_BUS`` set): a rejection recorded as ``FAILED``, and a deletion that
+fails a job not yet running (``source_deleted``), end the job here, so this Lambda announces them
+(``Video Failed``, ``enqueue_lambda.bus``), in one bounded publish per invocation once every record
+of the event is handled. A deletion that only flags a running job announces nothing: that job
+fails at its publish fence and the worker announces it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from enqueue_lambda import bus
 from enqueue_lambda.config import ConfigError, EnqueueConfig
 from enqueue_lambda.events import Upload, s3_event_for, uploads_from_event
 from enqueue_lambda.jsonlog import emit, get_logger
@@ -45,6 +52,7 @@ from transcoder.domain.job import (
     JobMessage,
     RawKey,
     Reason,
+    Status,
     parse_raw_key,
 )
 from transcoder.domain.record import JobRecord
@@ -105,12 +113,33 @@ class Report:
 class Enqueuer:
     """Turns uploads into jobs. Clients are created once per Lambda container (``build``)."""
 
-    def __init__(self, config: EnqueueConfig, dynamodb: DynamoDBClient, sqs: SQSClient) -> None:
+    def __init__(
+        self,
+        config: EnqueueConfig,
+        dynamodb: DynamoDBClient,
+        sqs: SQSClient,
+        events: bus.EventBus | None = None,
+    ) -> None:
         self.config = config
         self._records = RecordWriter(dynamodb, config.table)
         self._sqs = sqs
+        self._events = events
+        self._ended: list[JobRecord] = []  # written FAILED during this invocation
+
+    def _announce(self, outcome: JobRecord | Refusal) -> None:
+        """Remember a record this Lambda just wrote; ``handle`` announces the ones that ended."""
+        if isinstance(outcome, JobRecord) and outcome.status is Status.FAILED:
+            self._ended.append(outcome)
 
     def handle(self, event: Any, trace_id: str | None = None) -> Report:
+        try:
+            return self._handle(event, trace_id)
+        finally:
+            ended, self._ended = self._ended, []
+            if ended and self._events is not None:
+                self._events.publish(ended)
+
+    def _handle(self, event: Any, trace_id: str | None) -> Report:
         uploads, ignored = uploads_from_event(event)
         report = Report(ignored=ignored)
         for note in ignored:
@@ -195,6 +224,7 @@ class Enqueuer:
         except InvalidKeyError:
             return
         outcome = self._records.deleted(raw.user_id, raw.video_id, upload.key, upload.sequencer)
+        self._announce(outcome)
         recorded = isinstance(outcome, JobRecord)
         if recorded:
             report.deleted.append(upload.key)
@@ -242,7 +272,9 @@ class Enqueuer:
     def _record_rejection(self, upload: Upload, raw: RawKey, reason: Reason, detail: str) -> bool:
         message = self._message(upload, raw, uuid.uuid4().hex)
         error = ErrorInfo(code=reason.value, message=detail, retryable=False)
-        return isinstance(self._records.place(message, upload.size, error), JobRecord)
+        placed = self._records.place(message, upload.size, error)
+        self._announce(placed)
+        return isinstance(placed, JobRecord)
 
     def _send_batch(self, chunk: Sequence[JobMessage], report: Report) -> None:
         pending = {str(index): message for index, message in enumerate(chunk)}
@@ -305,6 +337,7 @@ def build(
         config,
         boto3.client("dynamodb", endpoint_url=endpoint_url, config=boto_config),
         boto3.client("sqs", endpoint_url=endpoint_url, config=boto_config),
+        bus.build(config.event_bus, endpoint_url=endpoint_url, region=region),
     )
 
 

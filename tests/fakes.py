@@ -188,13 +188,14 @@ class FakeStore:
 
     async def _fenced(
         self, name: str, lease: Lease, value: Any, decide: Callable[..., Decision]
-    ) -> None:
+    ) -> JobRecord:
         decision = self._apply(name, (lease.user_id, lease.video_id), decide)
         if isinstance(decision, Refusal):
             if decision.verdict is Verdict.SOURCE_DELETED:
                 raise InputRejected(decision.reason, reason=Reason.SOURCE_DELETED)
             raise LeaseLost(decision.reason)
         self.calls.append((name, value))
+        return decision.record
 
     async def claim(self, message: JobMessage, *, owner: str, lease_s: float) -> Lease | Refusal:
         ids = (message.user_id, message.video_id)
@@ -227,16 +228,16 @@ class FakeStore:
             lambda r: transitions.record_source(r, lease, source, self.clock()),
         )
 
-    async def mark_completed(self, lease: Lease, published: Published) -> None:
-        await self._fenced(
+    async def mark_completed(self, lease: Lease, published: Published) -> JobRecord:
+        return await self._fenced(
             "mark_completed",
             lease,
             sorted(published.renditions),
             lambda r: transitions.complete(r, lease, published, self.clock()),
         )
 
-    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:
-        await self._fenced(
+    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> JobRecord:
+        return await self._fenced(
             "mark_failed",
             lease,
             error.code,
@@ -250,6 +251,19 @@ class FakeStore:
             error.code if error else None,
             lambda r: transitions.hand_back(r, lease, error, self.clock()),
         )
+
+
+@dataclass
+class FakeEvents:
+    """``EventsPort``: the records announced, each with the queue actions taken before it."""
+
+    queue: FakeQueue | None = None
+    published: list[tuple[JobRecord, list[tuple[str, Any]]]] = field(default_factory=list)
+
+    async def publish(self, record: JobRecord) -> bool:
+        before = list(self.queue.calls) if self.queue is not None else []
+        self.published.append((record, before))
+        return True
 
 
 @dataclass

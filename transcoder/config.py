@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcoder.domain.event import BUS_PATTERN
 from transcoder.domain.rungs import DEFAULT_LADDER, Rung
 
 ENV_PREFIX = "TRANSCODER_"
@@ -157,6 +158,19 @@ class Settings(BaseSettings):
     multipart_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     upload_concurrency: int = Field(default=4, ge=1, le=32)
 
+    # Job events (docs/operations.md, "Job events"): off unless a bus is named.
+    event_bus: str | None = Field(
+        default=None,
+        description="EventBridge bus (name or ARN) that gets one event per job that ends",
+    )
+    event_publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="bound on publishing one job event (every retry included); a job's "
+        "settlement never waits longer, and an event not sent by then is counted and logged",
+    )
+
     # Observability.
     metrics_host: str = "0.0.0.0"  # noqa: S104 - containers must be scraped from outside
     metrics_port: int = Field(default=9100, ge=0, le=65_535, description="0 picks a free port")
@@ -164,6 +178,13 @@ class Settings(BaseSettings):
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
     log_json: bool = True
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
+
+    @field_validator("event_bus")
+    @classmethod
+    def _bus_name_or_arn(cls, value: str | None) -> str | None:
+        if value and not BUS_PATTERN.fullmatch(value):
+            raise ValueError("must be an event bus name or an event bus ARN")
+        return value or None
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:

@@ -47,6 +47,11 @@ RETRIES = Counter(
     "transcoder_retries", "Deliveries given back to be tried again, by cause", ["cause", "outcome"]
 )
 HEARTBEATS = Counter("transcoder_heartbeats", "Liveness renewals, by result", ["result"])
+# Job events put on the EventBridge bus (TRANSCODER_EVENT_BUS), by detail type and result:
+# ``published``, or ``failed`` when every bounded retry was refused (the job is settled anyway).
+EVENTS = Counter(
+    "transcoder_events", "Job events sent to EventBridge, by result", ["detail_type", "result"]
+)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 

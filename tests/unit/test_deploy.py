@@ -289,6 +289,13 @@ def test_each_component_has_its_own_role_and_no_managed_policies(
         assert trust["Principal"] == {"Service": expected}, name
 
 
+# PutEvents on the one bus job events go to: the stack's own (EventBusName empty) or the named one.
+NAMED_BUS_ARN = (
+    "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"
+)
+EVENT_BUS_GRANTS = {"${JobEventBus.Arn}": {"events:PutEvents"}, NAMED_BUS_ARN: {"events:PutEvents"}}
+
+
 def test_worker_role_grants_exactly_what_the_worker_calls(template: dict[str, Any]) -> None:
     task_arns = "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${Cluster}/*"
     assert allowed(template, "WorkerTaskRole") == {
@@ -318,12 +325,13 @@ def test_worker_role_grants_exactly_what_the_worker_calls(template: dict[str, An
             "dynamodb:Query",
         },
         task_arns: {"ecs:UpdateTaskProtection", "ecs:GetTaskProtection"},
+        **EVENT_BUS_GRANTS,
     }
 
 
 # The worker's adapters, the service each one calls, and the IAM action behind each SDK call
 # that is not simply the operation's name in CamelCase.
-ADAPTERS = {"storage.py": "s3", "status.py": "dynamodb", "queue.py": "sqs"}
+ADAPTERS = {"storage.py": "s3", "status.py": "dynamodb", "queue.py": "sqs", "bus.py": "events"}
 S3_ACTIONS = {
     "head_object": "s3:GetObject",
     "generate_presigned_url": "s3:GetObject",  # ffmpeg's GET is signed with the task role
@@ -349,12 +357,13 @@ def test_worker_role_covers_every_call_the_worker_adapters_make(
     template: dict[str, Any],
 ) -> None:
     needed = adapter_actions() - OPERATOR_ONLY
-    assert {"sqs:ReceiveMessage", "dynamodb:PutItem", "s3:PutObject"} <= needed
+    assert {"sqs:ReceiveMessage", "dynamodb:PutItem", "s3:PutObject", "events:PutEvents"} <= needed
     table = allowed(template, "WorkerTaskRole")
     on = {
         "sqs": table["${JobsQueue.Arn}"],
         "dynamodb": table["${JobsTable.Arn}"],
         "s3": table["${MediaBucket.Arn}/raw/*"] | table["${MediaBucket.Arn}/transcoded/*"],
+        "events": table["${JobEventBus.Arn}"] & table[NAMED_BUS_ARN],
     }
     missing = {action for action in needed if action not in on[action.split(":")[0]]}
     assert missing == set(), "the worker calls these but its role does not allow them"
@@ -369,6 +378,7 @@ def test_lambda_roles_grant_exactly_what_the_lambdas_call(template: dict[str, An
         "${JobsQueue.Arn}": {"sqs:SendMessage"},
         "${EnqueueFailureQueue.Arn}": {"sqs:SendMessage"},
         "${EnqueueLogGroup.Arn}": logs,
+        **EVENT_BUS_GRANTS,
     }
     assert allowed(template, "DeadLetterRole") == {
         "${JobsDeadLetterQueue.Arn}": {
@@ -378,6 +388,7 @@ def test_lambda_roles_grant_exactly_what_the_lambdas_call(template: dict[str, An
         },
         "${JobsTable.Arn}": {"dynamodb:GetItem", "dynamodb:PutItem"},
         "${DeadLetterLogGroup.Arn}": logs,
+        **EVENT_BUS_GRANTS,
     }
     sampler = allowed(template, "SamplerRole")
     assert sampler["${WorkerService}"] == {"ecs:DescribeServices", "ecs:UpdateService"}
@@ -653,7 +664,7 @@ def test_sampler_runs_every_minute_and_on_uploads(template: dict[str, Any]) -> N
 
 LAMBDA_CONFIG = {
     "EnqueueFunction": ("enqueue_lambda.config", "EnqueueConfig.from_env"),
-    "DeadLetterFunction": ("enqueue_lambda.config", "table_from_env"),
+    "DeadLetterFunction": ("enqueue_lambda.config", "DeadLetterConfig.from_env"),
     "SamplerFunction": ("autoscaling.sampler", "SamplerConfig.from_env"),
 }
 PLACEHOLDERS = {
@@ -667,12 +678,16 @@ PLACEHOLDERS = {
     "MaxTasks": "10",
     "AcceptableLatencySeconds": "300",
     "TypicalJobSeconds": "400",
+    "JobEventBus.Name": "stack-jobs",
+    "EventBusName": "app-events",
 }
 
 
-def resolved(value: Any, template: Mapping[str, Any]) -> str:
+def resolved(value: Any, template: Mapping[str, Any], side: int = 1) -> str:
     if isinstance(value, str):
         return value
+    if "Fn::If" in value:  # side 1: the condition holds (the stack's own bus), 2: it does not
+        return resolved(value["Fn::If"][side], template)
     if "Fn::FindInMap" in value:
         table, key, attribute = value["Fn::FindInMap"]
         default = template["Parameters"][key["Ref"]]["Default"]
@@ -687,15 +702,16 @@ def test_each_lambda_accepts_the_environment_the_template_gives_it(
     properties = props(template, function)
     module_name, handler = properties["Handler"].rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module_name), handler))
-    env = {
-        name: resolved(value, template)
-        for name, value in properties["Environment"]["Variables"].items()
-    }
     config_module, loader = LAMBDA_CONFIG[function]
     target: Any = importlib.import_module(config_module)
     for part in loader.split("."):
         target = getattr(target, part)
-    target(env)  # raises ConfigError naming the variable when the template is wrong
+    for side in (1, 2):
+        env = {
+            name: resolved(value, template, side)
+            for name, value in properties["Environment"]["Variables"].items()
+        }
+        target(env)  # raises ConfigError naming the variable when the template is wrong
     package = ROOT / module_name.split(".")[0]
     source = "\n".join(p.read_text(encoding="utf-8") for p in package.glob("*.py"))
     unread = [name for name in env if name not in source]
@@ -902,3 +918,57 @@ def test_prometheus_scrapes_every_worker_replica(compose: dict[str, Any]) -> Non
     assert discovery["names"] == ["worker"] and discovery["type"] == "A"
     assert discovery["port"] == Settings().metrics_port
     assert job["metrics_path"] == "/metrics"
+
+
+# ---------------------------------------------------------------------------- job events
+
+
+EVENT_PUBLISHERS = {"WorkerTaskRole", "EnqueueRole", "DeadLetterRole"}
+BUS_VALUE = {
+    "Fn::If": ["CreateEventBus", {"Fn::GetAtt": ["JobEventBus", "Name"]}, {"Ref": "EventBusName"}]
+}
+
+
+def test_job_events_go_to_one_bus_which_only_their_publishers_may_write(
+    template: dict[str, Any],
+) -> None:
+    bus = template["Resources"]["JobEventBus"]
+    assert bus["Type"] == "AWS::Events::EventBus" and bus["Condition"] == "CreateEventBus"
+    assert template["Conditions"]["CreateEventBus"] == {"Fn::Equals": [{"Ref": "EventBusName"}, ""]}
+    assert template["Parameters"]["EventBusName"]["Default"] == ""
+    writers = {
+        where.split("/")[0]
+        for where, statement in role_statements(template)
+        if "events:PutEvents" in as_list(statement.get("Action", []))
+    }
+    assert writers == EVENT_PUBLISHERS
+    for role in EVENT_PUBLISHERS:
+        (policy,) = props(template, role)["Policies"]
+        (conditional,) = [s for s in policy["PolicyDocument"]["Statement"] if "Fn::If" in s]
+        condition, own, named = conditional["Fn::If"]
+        assert condition == "CreateEventBus"
+        assert render(own["Resource"]) == "${JobEventBus.Arn}", role
+        assert render(named["Resource"]) == NAMED_BUS_ARN, role
+    # ...and each of them is told that same bus: the stack's own by name, or the named one.
+    assert env_of_container(template)["TRANSCODER_EVENT_BUS"] == BUS_VALUE
+    for function in ("EnqueueFunction", "DeadLetterFunction"):
+        variables = props(template, function)["Environment"]["Variables"]
+        assert variables["TRANSCODER_EVENT_BUS"] == BUS_VALUE, function
+
+
+def test_an_event_that_was_not_sent_raises_the_alarm(template: dict[str, Any]) -> None:
+    filters = resources_of(template, "AWS::Logs::MetricFilter")
+    watched = {render(f["Properties"]["LogGroupName"]) for f in filters.values()}
+    assert watched == {"${WorkerLogGroup}", "${EnqueueLogGroup}", "${DeadLetterLogGroup}"}
+    for resource in filters.values():
+        pattern = resource["Properties"]["FilterPattern"]
+        logged = pattern.strip('"')
+        for source in ("transcoder/aws/bus.py", "enqueue_lambda/bus.py"):
+            assert f'"{logged}"' in (ROOT / source).read_text(encoding="utf-8"), source
+        (metric,) = resource["Properties"]["MetricTransformations"]
+        alarm = props(template, "EventPublishFailedAlarm")
+        assert (metric["MetricNamespace"], metric["MetricName"]) == (
+            alarm["Namespace"],
+            alarm["MetricName"],
+        )
+    assert props(template, "EventPublishFailedAlarm")["Threshold"] == 1

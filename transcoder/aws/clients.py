@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -126,6 +126,8 @@ class Clients:
     s3: S3Client
     sqs: SQSClient
     dynamodb: DynamoDBClient
+    # EventBridge (job events; no stub package: typed by the one call it serves, aws.bus).
+    events: Any = None
 
 
 def client_config(settings: Settings, *, max_attempts: int | None = None) -> AioConfig:
@@ -176,4 +178,7 @@ async def open_clients(
         dynamodb = await stack.enter_async_context(
             session.create_client("dynamodb", endpoint_url=endpoint, config=config)
         )
-        yield Clients(s3=s3, sqs=sqs, dynamodb=dynamodb)
+        events = await stack.enter_async_context(
+            session.create_client("events", endpoint_url=endpoint, config=config)
+        )
+        yield Clients(s3=s3, sqs=sqs, dynamodb=dynamodb, events=events)

@@ -138,11 +138,15 @@ class JobStore:
     async def record_source(self, lease: Lease, source: SourceFacts) -> None:
         await self._fenced(lease, lambda r: transitions.record_source(r, lease, source, self.now()))
 
-    async def mark_completed(self, lease: Lease, published: Published) -> None:
-        await self._final(lease, lambda r: transitions.complete(r, lease, published, self.now()))
+    async def mark_completed(self, lease: Lease, published: Published) -> JobRecord:
+        """``COMPLETED`` with what was published; returns the record as stored."""
+        return await self._final(
+            lease, lambda r: transitions.complete(r, lease, published, self.now())
+        )
 
-    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None:
-        await self._final(lease, lambda r: transitions.fail(r, lease, error, self.now()))
+    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> JobRecord:
+        """``FAILED`` with ``error``; returns the record as stored."""
+        return await self._final(lease, lambda r: transitions.fail(r, lease, error, self.now()))
 
     async def release(self, lease: Lease, error: ErrorInfo | None) -> None:
         """Hand the job back (``PROCESSING -> QUEUED``), recording why when there was an error."""
@@ -162,9 +166,9 @@ class JobStore:
             raise InputRejected(outcome.reason, reason=Reason.SOURCE_DELETED)
         raise LeaseLost(outcome.reason)
 
-    async def _final(self, lease: Lease, decide: Decide) -> None:
+    async def _final(self, lease: Lease, decide: Decide) -> JobRecord:
         try:
-            await self._fenced(lease, decide)
+            return await self._fenced(lease, decide)
         finally:
             self.forget(lease)
 

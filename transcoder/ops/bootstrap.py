@@ -1,4 +1,5 @@
-"""Create (idempotently) what the fleet needs: the bucket, the jobs queue and its DLQ, the table.
+"""Create (idempotently) what the fleet needs: the bucket, the jobs queue and its DLQ, the table,
+and the event bus when ``TRANSCODER_EVENT_BUS`` names one that is not the account's ``default``.
 
 Used by ``transcoder bootstrap`` against LocalStack or the embedded emulator; in AWS the
 CloudFormation template in ``deploy/`` owns these resources with the same settings.
@@ -89,6 +90,17 @@ async def ensure_table(clients: Clients, table: str) -> None:
     raise RuntimeError(f"table {table} did not become ACTIVE")
 
 
+async def ensure_event_bus(clients: Clients, bus: str | None) -> None:
+    """Create the job events' bus by name; ``default`` and ARNs (someone else's) are left alone."""
+    if not bus or bus == "default" or bus.startswith("arn:") or clients.events is None:
+        return
+    try:
+        await clients.events.create_event_bus(Name=bus)
+    except ClientError as exc:
+        if error_code(exc) != "ResourceAlreadyExistsException":
+            raise
+
+
 async def bootstrap(clients: Clients, settings: Settings) -> Resources:
     """Create or update every resource; safe to run any number of times."""
     await ensure_bucket(clients, settings)
@@ -112,5 +124,6 @@ async def bootstrap(clients: Clients, settings: Settings) -> Resources:
         },
     )
     await ensure_table(clients, settings.table)
+    await ensure_event_bus(clients, settings.event_bus)
     log.info("bootstrap.done", bucket=settings.bucket, queue=queue_url, dlq=dlq_url)
     return Resources(settings.bucket, queue_url, dlq_url, settings.table)

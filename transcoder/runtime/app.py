@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from transcoder import metrics
 from transcoder.aws import protection
+from transcoder.aws.bus import EventBus
 from transcoder.aws.clients import Clients, client_config, translated
 from transcoder.aws.queue import MAX_VISIBILITY_S, JobQueue, resolve_url
 from transcoder.aws.status import JobStore
@@ -42,6 +43,7 @@ class Services:
     queue: JobQueue
     store: JobStore
     storage: Storage
+    events: EventBus | None = None  # job events, when TRANSCODER_EVENT_BUS names a bus
 
 
 async def connect(clients: Clients, settings: Settings) -> Services:
@@ -61,7 +63,14 @@ async def connect(clients: Clients, settings: Settings) -> Services:
             part_bytes=settings.multipart_part_bytes,
             concurrency=settings.upload_concurrency,
         ),
+        events=event_bus(clients, settings),
     )
+
+
+def event_bus(clients: Clients, settings: Settings) -> EventBus | None:
+    if not settings.event_bus or clients.events is None:
+        return None
+    return EventBus(clients.events, settings.event_bus, timeout_s=settings.event_publish_timeout_s)
 
 
 def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> PipelineConfig:
@@ -134,6 +143,7 @@ async def build_worker(
         ),
         scratch=scratch,
         fitness=Fitness(fitness_config(settings), scratch.root),
+        events=services.events,
     )
 
 

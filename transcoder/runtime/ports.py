@@ -15,6 +15,7 @@ from typing import Protocol
 from transcoder.aws.queue import Delivery
 from transcoder.aws.storage import ObjectInfo, Uploaded
 from transcoder.domain.job import ErrorInfo, JobMessage, Published, SourceFacts
+from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Lease, Refusal
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -46,11 +47,17 @@ class JobStorePort(Protocol):
 
     async def record_source(self, lease: Lease, source: SourceFacts) -> None: ...
 
-    async def mark_completed(self, lease: Lease, published: Published) -> None: ...
+    async def mark_completed(self, lease: Lease, published: Published) -> JobRecord: ...
 
-    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> None: ...
+    async def mark_failed(self, lease: Lease, error: ErrorInfo) -> JobRecord: ...
 
     async def release(self, lease: Lease, error: ErrorInfo | None) -> None: ...
+
+
+class EventsPort(Protocol):
+    """Job events (``transcoder.aws.bus``): announce a record's end; never raises."""
+
+    async def publish(self, record: JobRecord) -> bool: ...
 
 
 class StoragePort(Protocol):

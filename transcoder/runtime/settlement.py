@@ -15,6 +15,12 @@ What execution can still find out, and how it is reported (nothing is re-decided
 * transient AWS errors: each step is retried from where it failed, ``settle_attempts`` times with
   exponential backoff from ``settle_backoff_s``, on top of the SDK's own ``max_attempts`` per call
   (docs/reliability.md, "Retries, layered").
+
+The job event (``events``, when a bus is configured): once a ``Completed`` or ``Failed`` outcome's
+record write has succeeded, the record it stored is published (``transcoder.aws.bus``), after the
+queue action, inside the same shielded task, so a shutdown neither skips it nor cuts it short. The
+publisher bounds itself (``event_publish_timeout_s``) and never raises; nothing is published when
+the write was refused or never landed (the redelivery's attempt will publish).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from functools import partial
 from transcoder import metrics
 from transcoder.aws.queue import Delivery
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
+from transcoder.domain.record import JobRecord
 from transcoder.logs import get_logger
 from transcoder.runtime.decision import (
     Acknowledge,
@@ -45,10 +52,10 @@ from transcoder.runtime.decision import (
 from transcoder.runtime.decision import (
     LeaseLost as LeaseLostOutcome,
 )
-from transcoder.runtime.ports import JobQueuePort, JobStorePort
+from transcoder.runtime.ports import EventsPort, JobQueuePort, JobStorePort
 
 log = get_logger(__name__)
-Step = Callable[[], Awaitable[None]]
+Step = Callable[[], Awaitable[object]]  # a final record write returns the record it stored
 WARNING_LABELS = frozenset({Label.RETRY, Label.EXHAUSTED, Label.POISON})
 RETRIES = (Retry, Backoff, GiveBack)  # the outcomes counted by cause in transcoder_retries_total
 
@@ -60,6 +67,7 @@ class Settled:
     label: Label
     outcome: Outcome
     delivery: Delivery
+    record: JobRecord | None = None  # what a final write (COMPLETED / FAILED) stored
 
 
 class Settler:
@@ -73,9 +81,11 @@ class Settler:
         attempts: int = 4,
         backoff_s: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        events: EventsPort | None = None,
     ) -> None:
         self._queue = queue
         self._store = store
+        self._events = events
         self._attempts = attempts
         self._backoff_s = backoff_s
         self._sleep = sleep
@@ -83,12 +93,18 @@ class Settler:
 
     async def commit(self, outcome: Outcome, delivery: Delivery) -> Settled:
         """Execute ``outcome`` shielded from cancellation; a cancel waits for it, then re-raises."""
-        task = asyncio.ensure_future(self._execute(outcome, delivery))
+        task = asyncio.ensure_future(self._settle(outcome, delivery))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             await task
             raise
+
+    async def _settle(self, outcome: Outcome, delivery: Delivery) -> Settled:
+        settled = await self._execute(outcome, delivery)
+        if settled.record is not None and self._events is not None:
+            await self._events.publish(settled.record)
+        return settled
 
     def steps(self, outcome: Outcome, d: Delivery) -> tuple[Step, ...]:
         """An outcome's DynamoDB write, then its SQS action (DESIGN.md, message fate)."""
@@ -127,10 +143,13 @@ class Settler:
     async def _execute(self, outcome: Outcome, delivery: Delivery) -> Settled:
         """Apply the steps in order; a retry after a transient error resumes at the failed step."""
         steps, done, label = self.steps(outcome, delivery), 0, outcome.label
+        written: JobRecord | None = None
         for attempt in range(self._attempts):
             try:
                 while done < len(steps):
-                    await steps[done]()
+                    result = await steps[done]()
+                    if isinstance(result, JobRecord) and isinstance(outcome, Completed | Failed):
+                        written = result
                     done += 1
                 break
             except LeaseLost as exc:
@@ -146,7 +165,7 @@ class Settler:
                     log.error("job.settle_failed", outcome=outcome.label, error=str(exc))
                     break
                 await self._sleep(self._backoff_s * 2**attempt)
-        settled = Settled(label, outcome, delivery)
+        settled = Settled(label, outcome, delivery, written)
         self._record(settled)
         return settled
 

@@ -52,7 +52,13 @@ from transcoder.runtime.liveness import (
     supervise,
 )
 from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
-from transcoder.runtime.ports import JobQueuePort, JobStorePort, ProtectionPort, Sleep
+from transcoder.runtime.ports import (
+    EventsPort,
+    JobQueuePort,
+    JobStorePort,
+    ProtectionPort,
+    Sleep,
+)
 from transcoder.runtime.scratch import ScratchSpace
 from transcoder.runtime.settlement import Settler
 
@@ -137,6 +143,7 @@ class Worker:
         fitness: Fitness | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        events: EventsPort | None = None,
     ) -> None:
         self._config = config
         self._queue = queue
@@ -161,6 +168,7 @@ class Worker:
             attempts=config.settle_attempts,
             backoff_s=config.settle_backoff_s,
             sleep=sleep,
+            events=events,
         )
         self.settled = self._settler.settled  # recent settlements, for the demo and tests
 
