@@ -1,6 +1,6 @@
 """HLS from the same encode: the tee slaves, the master playlist, and the HLS publish gate.
 
-The gate runs on playlists and fMP4 files built here box by box (tests/e2e/test_hls.py runs it on
+The gate runs on playlists and fMP4 files built here box by box (tests/e2e/test_hls_real.py runs it on
 what ffmpeg writes): each way a stream can be unplayable or wrong is named before any upload.
 """
 
