@@ -1,7 +1,8 @@
 """HLS from the same encode: the tee slaves, the master playlist, and the HLS publish gate.
 
-The gate runs on playlists and fMP4 files built here box by box (tests/e2e/test_hls_real.py runs it on
-what ffmpeg writes): each way a stream can be unplayable or wrong is named before any upload.
+The gate runs on playlists and fMP4 files built here box by box (tests/e2e/test_hls_real.py runs
+it on what ffmpeg writes): each way a stream can be unplayable or wrong is named before any
+upload.
 """
 
 from __future__ import annotations
