@@ -37,7 +37,7 @@ LADDER = (
 async def encode(source: Path, scratch: Path) -> tuple[probe.MediaInfo, ladder.Plan]:
     """The worker's own command line for a two-rung ladder, MP4 and HLS from one encode."""
     media = probe.parse(await probe.run(str(source), timeout_s=30), size_bytes=1)
-    plan = ladder.plan(media, LADDER, ["180p", "360p"], max_fps=60, gop_s=2.0)
+    plan = ladder.plan(media, LADDER, ("180p", "360p"), max_fps=60, gop_s=2.0)
     outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
     output = hls.HlsOutput(scratch / "hls", hls.segment_s(plan, media.fps))
     output.prepare(plan)
