@@ -39,7 +39,7 @@ async def encode(source: Path, scratch: Path) -> tuple[probe.MediaInfo, ladder.P
     media = probe.parse(await probe.run(str(source), timeout_s=30), size_bytes=1)
     plan = ladder.plan(media, LADDER, ("180p", "360p"), max_fps=60, gop_s=2.0)
     outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
-    output = hls.HlsOutput(scratch / "hls", hls.segment_s(plan, media.fps))
+    output = hls.HlsOutput(scratch / "hls", hls.hls_time_s(plan, media.fps))
     output.prepare(plan)
     args = build_args(str(source), plan, outputs, EncodeOptions(), hls_output=output)
     args = [arg for arg in args if arg not in ("-progress", "pipe:1")]

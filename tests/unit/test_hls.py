@@ -110,7 +110,7 @@ def good(tmp_path: Path) -> Path:
 
 def test_every_rendition_gets_an_hls_slave_on_the_same_tee_fed_the_same_packets() -> None:
     outputs = {"360p": Path("/s/360p.mp4"), "720p": Path("/s/720p.mp4")}
-    output = hls.HlsOutput(Path("/s/hls"), hls.segment_s(PLAN, 25.0))
+    output = hls.HlsOutput(Path("/s/hls"), hls.hls_time_s(PLAN, 25.0))
 
     args = build_args("/in.mp4", PLAN, outputs, EncodeOptions(), hls_output=output)
 
@@ -129,10 +129,10 @@ def test_every_rendition_gets_an_hls_slave_on_the_same_tee_fed_the_same_packets(
 def test_segments_are_cut_at_every_keyframe_of_the_gop_at_the_output_rate() -> None:
     ntsc = dataclasses.replace(PLAN, keyint=60, output_fps=None)
     assert hls.gop_s(ntsc, 30000 / 1001) == pytest.approx(2.002)
-    assert hls.segment_s(ntsc, 30000 / 1001) == pytest.approx(59.5 / (30000 / 1001))
+    assert hls.hls_time_s(ntsc, 30000 / 1001) == pytest.approx(59.5 / (30000 / 1001))
     # 7.2 fps: 14 frames = 1.944 s per GOP; hls_time=2 would cut every other keyframe
     low = dataclasses.replace(PLAN, keyint=14, output_fps=7.2)
-    assert hls.segment_s(low, 25.0) < hls.gop_s(low, 25.0) < 2.0
+    assert hls.hls_time_s(low, 25.0) < hls.gop_s(low, 25.0) < 2.0
 
 
 def test_a_good_stream_passes_and_is_measured_for_the_master_playlist(good: Path) -> None:

@@ -49,7 +49,7 @@ def content_type(path: Path) -> str:
     return CONTENT_TYPES[path.suffix]
 
 
-def segment_s(plan: Plan, source_fps: float) -> float:
+def hls_time_s(plan: Plan, source_fps: float) -> float:
     """``hls_time``: one GOP less half a frame, so the muxer cuts at every keyframe."""
     fps = plan.output_fps or source_fps
     return max(plan.keyint - 0.5, 0.5) / fps
@@ -110,10 +110,10 @@ _TAG = re.compile(r"^#(EXT[A-Z0-9-]*)(?::(.*))?$")
 
 
 def parse_media_playlist(text: str) -> MediaPlaylist:
-    """The tags the gate checks, from one rendition's ``index.m3u8``."""
+    """The tags the gate checks, from one rendition's ``index.m3u8`` (ValueError if malformed)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines or lines[0] != "#EXTM3U":
-        raise OutputInvalid("media playlist does not start with #EXTM3U")
+        raise ValueError("it does not start with #EXTM3U")
     target, map_uri, vod, ended = 0, None, False, False
     segments: list[tuple[str, float]] = []
     pending: float | None = None

@@ -224,7 +224,7 @@ class Pipeline:
         outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
         hls_output = None
         if self._config.hls:
-            hls_output = HlsOutput(scratch / "hls", hls.segment_s(plan, media.fps))
+            hls_output = HlsOutput(scratch / "hls", hls.hls_time_s(plan, media.fps))
             hls_output.prepare(plan)
         args = build_args(url, plan, outputs, self._config.encode, hls_output=hls_output)
         progress.enter("transcode")
