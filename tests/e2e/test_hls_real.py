@@ -116,16 +116,7 @@ async def test_a_job_publishes_its_stream_at_the_layout_keys_and_records_it(
     # what an older, longer publish of this video left: a segment and a rendition no longer made
     for key in (f"{prefix}720p/seg_00009.m4s", f"{prefix}1080p/index.m3u8"):
         await s3.put_object(Bucket=settings.bucket, Key=key, Body=b"old")
-    services = await app.connect(clients, settings)
-    (job,) = await submit(clients, settings, [samples["bigbuckbunny"]], user_id="e2e")
-    worker = await app.build_worker(settings, services)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        record = await wait_completed(services, job.user_id, job.video_id)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
+    record = await run_one(clients, settings, samples["bigbuckbunny"])
 
     assert record.hls is not None
     assert record.hls.master_key == f"{prefix}master.m3u8"
@@ -152,6 +143,31 @@ async def test_a_job_publishes_its_stream_at_the_layout_keys_and_records_it(
     master = await got["Body"].read()
     assert b"720p/index.m3u8" in master and f"BANDWIDTH={variant.bandwidth},".encode() in master
     assert record.renditions["720p"].key == "transcoded/720p/e2e/bigbuckbunny.mp4"
+
+
+async def test_with_hls_off_a_job_publishes_only_its_mp4s(
+    clients: Clients, settings: Settings, resources: Resources, samples: dict[str, Path]
+) -> None:
+    record = await run_one(clients, settings.model_copy(update={"hls": False}), samples["bikes"])
+
+    assert record.hls is None
+    assert record.renditions["720p"].key == "transcoded/720p/e2e/bikes.mp4"
+    listed = await clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix="transcoded/hls/")
+    assert listed.get("KeyCount", 0) == 0
+
+
+async def run_one(clients: Clients, settings: Settings, source: Path) -> Any:
+    """Submit ``source`` as user e2e, run one worker until its job is COMPLETED."""
+    services = await app.connect(clients, settings)
+    (job,) = await submit(clients, settings, [source], user_id="e2e")
+    worker = await app.build_worker(settings, services)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        return await wait_completed(services, job.user_id, job.video_id)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
 
 
 async def wait_completed(services: app.Services, user_id: str, video_id: str) -> Any:
