@@ -1,6 +1,6 @@
 #!/bin/sh
 # Configure a minimal FFmpeg for the worker image: what docs/media.md accepts, what
-# transcoder/media (ffmpeg.py, probe.py, verify.py) runs, and the measuring filters the corpus
+# transcoder/media (ffmpeg.py, hls.py, probe.py, verify.py) runs, and the measuring filters the corpus
 # test uses. Everything else is disabled; accepting a new input format is one name here plus a
 # corpus case. Run it from the unpacked FFmpeg source tree. Linked against Debian's libx264 and
 # libzimg, zlib (compressed MOV/MKV headers) and GnuTLS (https, for
@@ -14,10 +14,11 @@ AUDIO_DECODERS=aac,aac_latm,mp1,mp2,mp3,ac3,eac3,opus,vorbis,flac,alac,amrnb,amr
 pcm_s16le,pcm_s16be,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_u8,pcm_alaw,pcm_mulaw
 PARSERS=h264,hevc,vp8,vp9,mpegvideo,mpeg4video,h263,mjpeg,aac,aac_latm,mpegaudio,ac3,opus,\
 vorbis,flac,dca
-# x264 + AAC through the tee muxer into MP4; null and framemd5 (with their default encoders)
+# x264 + AAC through the tee muxer into MP4 and HLS (hls writes its fMP4 segments through the
+# mov muxer, which configure selects with it); null and framemd5 (with their default encoders)
 # for measuring.
 ENCODERS=libx264,aac,wrapped_avframe,rawvideo,pcm_s16le
-MUXERS=mp4,mov,tee,null,framemd5
+MUXERS=mp4,mov,tee,hls,null,framemd5
 # The worker's graph (split, scale, setsar, format, bwdif, fps, zscale, tonemap); what the ffmpeg
 # CLI inserts itself (aresample/aformat for -ac 2, trim for -t, transpose/hflip/vflip for
 # autorotate); the corpus test's measuring filters (signalstats, metadata, idet, volumedetect).

@@ -321,6 +321,8 @@ class FakeStorage:
     """``StoragePort``: objects by key; ``head`` of a missing key is ``source_not_found``."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
+    content_types: dict[str, str] = field(default_factory=dict)
+    uploads: list[str] = field(default_factory=list)  # keys in upload order
 
     async def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo:
         if key not in self.objects:
@@ -343,9 +345,18 @@ class FakeStorage:
 
     async def upload(self, path: Path, key: str, *, content_type: str = "video/mp4") -> Uploaded:
         self.objects[key] = path.read_bytes()
+        self.content_types[key] = content_type
+        self.uploads.append(key)
         return Uploaded(
             key=key, size_bytes=len(self.objects[key]), etag="e", parts=1, checksum_crc32=""
         )
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
 
 
 def record_for(message: JobMessage, **changes: Any) -> JobRecord:

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     gop_s: PositiveSeconds = 2.0
     max_fps: PositiveSeconds = 60.0
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    hls: bool = Field(
+        default=True,
+        description="also publish each rendition as HLS (fMP4 segments, one per GOP) and a "
+        "master playlist under transcoded/hls/{user}/{video}/, muxed from the same encode "
+        "(docs/media.md); false: MP4 renditions only, and a job needs half the scratch",
+    )
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
     # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").
     scratch_reserve_bytes: int = Field(

@@ -4,8 +4,10 @@ Every case is uploaded to ``raw/corpus/<case>.<ext>``, enqueued through the real
 and transcoded by one worker (``app.build_worker``) against the moto server, with the real
 ffmpeg. The renditions are then downloaded and checked with ffprobe the way a viewer would
 notice: codec, pixel format, displayed size, no upscaling, duration, audio/video sync, faststart,
-colour, progressive frames, frame rate; the broken cases must be FAILED on their first attempt
-with their reason code. A table of outcomes is printed (``pytest -s`` shows it).
+colour, progressive frames, frame rate; each rendition's HLS stream is fetched as a player would
+(master, media playlist, init, segments) and must match its MP4 (size, colour tags, upright,
+duration, audio), every segment starting with a keyframe; the broken cases must be FAILED on
+their first attempt with their reason code. A table of outcomes is printed (``pytest -s`` shows it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from samples.corpus import CASES, Case, ensure_corpus
 from transcoder.aws.clients import Clients
 from transcoder.aws.storage import Storage
 from transcoder.config import Settings
-from transcoder.domain.job import output_key
+from transcoder.domain.job import HlsRecord, hls_prefix, output_key
+from transcoder.media import hls
 from transcoder.media.verify import top_level_atoms
 from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import Submitted, submit, wait_for_terminal
@@ -270,6 +273,78 @@ def check_pictures(case: Case, path: Path, reference_saturation: float, out: Out
         out.expect(level > -50, case.name, f"the silent, non-default track was used ({level} dB)")
 
 
+def video_packets(path: Path) -> list[tuple[int, bool]]:
+    """(byte position, keyframe) of every video packet, from ffprobe."""
+    command = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"]
+    command += ["packet=pos,flags", "-of", "csv=p=0", str(path)]
+    done = subprocess.run(command, capture_output=True, check=True, timeout=60, text=True)
+    rows = [line.split(",") for line in done.stdout.splitlines() if line.strip()]
+    return [(int(pos), "K" in flags) for pos, flags, *_ in rows if pos.isdigit()]
+
+
+async def check_hls_variant(
+    case: Case, name: str, mp4: dict[str, Any], storage: Storage, folder: Path, out: Outcomes
+) -> tuple[tuple[str, float], ...]:
+    """Fetch one rendition's HLS as a player would; compare it with the MP4 rendition."""
+    label = f"{case.name}/hls/{name}"
+    prefix = f"{hls_prefix('corpus', case.name)}{name}/"
+    local = folder / f"{case.name}-hls-{name}"
+    local.mkdir()
+    await storage.download(prefix + hls.PLAYLIST, local / hls.PLAYLIST)
+    playlist = hls.parse_media_playlist((local / hls.PLAYLIST).read_text())
+    out.expect(playlist.ended and playlist.map_uri == hls.INIT, label, "not a VOD fMP4 playlist")
+    whole = local / "whole.mp4"  # init + segments: the byte stream a player's buffer holds
+    starts = []
+    with whole.open("wb") as joined:
+        for uri in [hls.INIT, *(uri for uri, _ in playlist.segments)]:
+            await storage.download(prefix + uri, local / uri)
+            starts.append(joined.tell())
+            joined.write((local / uri).read_bytes())
+    packets = video_packets(whole)
+    for number, start in enumerate(starts[1:]):
+        first = next((key for pos, key in packets if pos >= start), False)
+        out.expect(first, label, f"segment {number} does not start with a keyframe")
+    info = ffprobe(whole)
+    video = streams(info, "video")[0]
+    keys = ("width", "height", "color_primaries", "color_transfer", "color_space", "pix_fmt")
+    differ = {k: (video.get(k), mp4.get(k)) for k in keys if video.get(k) != mp4.get(k)}
+    out.expect(not differ, label, f"HLS video differs from the MP4's: {differ}")
+    out.expect(not video.get("side_data_list"), label, "rotation left in the HLS stream")
+    total = sum(seconds for _, seconds in playlist.segments)
+    out.expect(abs(total - float(mp4["duration"])) <= 0.1, label, f"EXTINFs add up to {total}")
+    audio = len(streams(info, "audio"))
+    out.expect(audio == (1 if case.expect.audio else 0), label, f"{audio} audio streams")
+    return playlist.segments
+
+
+async def check_hls(
+    case: Case,
+    record: HlsRecord | None,
+    videos: dict[str, dict[str, Any]],
+    storage: Storage,
+    folder: Path,
+    out: Outcomes,
+) -> None:
+    """Every produced rendition is in the master playlist and plays as HLS like its MP4."""
+    if record is None:
+        out.expect(False, case.name, "no HLS in the record")
+        return
+    prefix = hls_prefix("corpus", case.name)
+    out.expect(record.master_key == prefix + hls.MASTER, case.name, f"master {record.master_key}")
+    out.expect(sorted(record.variants) == sorted(videos), case.name, f"{sorted(record.variants)}")
+    await storage.download(record.master_key, folder / f"{case.name}-master.m3u8")
+    master = (folder / f"{case.name}-master.m3u8").read_text().splitlines()
+    for name, mp4 in videos.items():
+        await check_hls_variant(case, name, mp4, storage, folder, out)
+        uri = f"{name}/{hls.PLAYLIST}"
+        info = next((master[i - 1] for i, line in enumerate(master) if line == uri), "")
+        label = f"{case.name}/hls/{name}"
+        resolution = f"RESOLUTION={mp4['width']}x{mp4['height']}"
+        out.expect(resolution in info and "BANDWIDTH=" in info, label, f"master says {info!r}")
+        audio = "mp4a.40.2" in info
+        out.expect('"avc1.64' in info and audio == case.expect.audio, label, f"codecs {info!r}")
+
+
 async def check_completed(
     case: Case,
     result: dict[str, Any],
@@ -277,6 +352,7 @@ async def check_completed(
     folder: Path,
     reference_saturation: float,
     out: Outcomes,
+    hls_record: HlsRecord | None = None,
 ) -> None:
     status = f"status {result['status']} {result['error']}"
     out.expect(result["status"] == "COMPLETED", case.name, status)
@@ -284,6 +360,7 @@ async def check_completed(
     source = result["source"] or {}
     shown = (source.get("display_width", 0), source.get("display_height", 0))
     sizes = []
+    videos: dict[str, dict[str, Any]] = {}
     for name, size in case.expect.renditions.items():
         record = result["renditions"].get(name, {})
         if size is None:
@@ -304,6 +381,8 @@ async def check_completed(
         out.expect(atoms.index("moov") < atoms.index("mdat"), case.name, f"boxes {atoms}")
         check_pictures(case, path, reference_saturation, out)
         sizes.append(f"{name} {video['width']}x{video['height']}")
+        videos[name] = video
+    await check_hls(case, hls_record, videos, storage, folder, out)
     skipped = [n for n, s in case.expect.renditions.items() if s is None]
     detail = ", ".join(sizes) + (f"; {', '.join(skipped)} skipped" if skipped else "")
     out.rows.append(f"| {case.name} | COMPLETED | {detail} |")
@@ -330,8 +409,15 @@ async def test_every_corpus_case_through_the_worker(
         if case.expect.status == "FAILED":
             check_failed(case, result, keys, out)
         else:
+            stored = await services.store.get("corpus", case.name)
             await check_completed(
-                case, result, services.storage, tmp_path, reference_saturation, out
+                case,
+                result,
+                services.storage,
+                tmp_path,
+                reference_saturation,
+                out,
+                stored.hls if stored else None,
             )
     print(f"\n[corpus] {len(jobs)} jobs through one worker in {elapsed_s:.1f} s")
     print("| case | outcome | renditions |\n|---|---|---|\n" + "\n".join(out.rows))

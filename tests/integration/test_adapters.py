@@ -202,6 +202,25 @@ async def test_multipart_upload_is_verified_and_presigned_get_serves_ranges(
     assert body == path.read_bytes()[100:200]
 
 
+async def test_keys_under_a_prefix_are_listed_across_pages_and_deleted_in_batches(
+    clients: Clients, resources: Resources, tmp_path: Path
+) -> None:
+    storage = Storage(clients.s3, resources.bucket)
+    path = tmp_path / "seg.m4s"
+    path.write_bytes(b"segment")
+    prefix = "transcoded/hls/u/v/"
+    keys = [f"{prefix}720p/seg_{n:05d}.m4s" for n in range(1003)]  # more than a page
+    await asyncio.gather(*(storage.upload(path, key) for key in keys))
+    await storage.upload(path, "transcoded/hls/u/v2/720p/seg_00000.m4s")  # another video
+
+    assert sorted(await storage.list_keys(prefix)) == keys
+    await storage.delete([*keys[1:], f"{prefix}gone.m4s"])  # two batches; a missing key is fine
+    assert await storage.list_keys(prefix) == keys[:1]
+    assert await storage.list_keys("transcoded/hls/u/v2/") == [
+        "transcoded/hls/u/v2/720p/seg_00000.m4s"
+    ]
+
+
 async def test_head_of_a_missing_source_is_a_permanent_rejection(
     clients: Clients, resources: Resources
 ) -> None:

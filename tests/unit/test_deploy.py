@@ -305,6 +305,8 @@ def test_worker_role_grants_exactly_what_the_worker_calls(template: dict[str, An
             "s3:AbortMultipartUpload",
             "s3:GetObject",
         },
+        "${MediaBucket.Arn}/transcoded/hls/*": {"s3:DeleteObject"},
+        "${MediaBucket.Arn}": {"s3:ListBucket"},
         "${JobsQueue.Arn}": {
             "sqs:ReceiveMessage",
             "sqs:DeleteMessage",
@@ -338,7 +340,10 @@ S3_ACTIONS = {
     "create_multipart_upload": "s3:PutObject",
     "upload_part": "s3:PutObject",
     "complete_multipart_upload": "s3:PutObject",
+    "delete_objects": "s3:DeleteObject",  # a batch of deletes needs DeleteObject on each key
+    "get_paginator": "s3:ListBucket",  # storage pages list_objects_v2 (its only paginator)
 }
+S3_RESOURCES = ("/raw/*", "/transcoded/*", "/transcoded/hls/*", "")
 OPERATOR_ONLY = {"sqs:StartMessageMoveTask"}  # `transcoder dlq redrive`: OperatorPolicy
 
 
@@ -362,7 +367,7 @@ def test_worker_role_covers_every_call_the_worker_adapters_make(
     on = {
         "sqs": table["${JobsQueue.Arn}"],
         "dynamodb": table["${JobsTable.Arn}"],
-        "s3": table["${MediaBucket.Arn}/raw/*"] | table["${MediaBucket.Arn}/transcoded/*"],
+        "s3": set().union(*(table[f"${{MediaBucket.Arn}}{path}"] for path in S3_RESOURCES)),
         "events": table["${JobEventBus.Arn}"] & table[NAMED_BUS_ARN],
     }
     missing = {action for action in needed if action not in on[action.split(":")[0]]}

@@ -7,6 +7,7 @@ so the linger before the exit costs no wall time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from fakes import (
     worker_config,
 )
 
+from transcoder.config import Settings
 from transcoder.domain.errors import RetryableError, Stalled, WorkerEnvironmentError
 from transcoder.domain.job import JobMessage, Reason, Status
 from transcoder.media.progress import Progress
+from transcoder.runtime import app
 from transcoder.runtime.decision import Label
 from transcoder.runtime.fitness import Fitness, FitnessConfig, Usage
 from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
@@ -99,6 +102,15 @@ def test_room_for_a_job_comes_from_its_duration_and_the_ladder(tmp_path: Path) -
     with pytest.raises(WorkerEnvironmentError):
         short_of_room.make_room(long_source)
     assert short_of_room.unfit is not None and short_of_room.unfit.reason is Reason.SCRATCH_FULL
+
+
+def test_with_hls_every_rendition_is_in_scratch_twice(tmp_path: Path) -> None:
+    # the MP4 and its HLS segments hold the same packets: 2 x 60 MB, plus half: 180 MB
+    both = dataclasses.replace(CONFIG, output_copies=2)
+    checks = Fitness(both, tmp_path, usage=Disk(GIB), which=lambda name: f"/usr/bin/{name}")
+    assert checks.need_bytes(60.0) == 180_000_000
+    assert app.fitness_config(Settings(hls=True)).output_copies == 2
+    assert app.fitness_config(Settings(hls=False)).output_copies == 1
 
 
 def test_a_job_bigger_than_any_disk_is_the_jobs_problem(tmp_path: Path) -> None:

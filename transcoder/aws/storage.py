@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["FileSlice", "ObjectInfo", "Storage", "Uploaded"]
 
 CHECKSUM_ALGORITHM: Final = "CRC32"
+DELETE_BATCH: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,32 @@ class Storage:
             await self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id
             )
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (all pages)."""
+        keys: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        with translated("s3.list_objects_v2"):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", []) if "Key" in item]
+        return keys
+
+    async def delete(self, keys: list[str]) -> None:
+        """Delete ``keys`` (1000 per request, S3's limit); a key that is already gone is fine."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with translated("s3.delete_objects"):
+                response = await self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise AwsUnavailable(
+                    f"s3.delete_objects: {len(response['Errors'])} keys not deleted, "
+                    f"{first.get('Key')}: {first.get('Code')}",
+                    reason=Reason.AWS_ERROR,
+                )
 
     async def download(self, key: str, path: Path) -> int:
         """Stream an object to ``path`` (1 MiB at a time, never whole in memory)."""

@@ -349,7 +349,11 @@ class ThumbnailsRecord(BaseModel):
 
 
 class HlsVariant(BaseModel):
-    """One rendition's HLS media playlist (fMP4 segments)."""
+    """One rendition's HLS media playlist (fMP4 segments), as the master playlist lists it.
+
+    ``bandwidth`` is the peak segment bit rate (RFC 8216), ``average_bandwidth`` the mean, both
+    in bits per second; ``bytes`` counts the init segment, the segments and the playlist.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -360,10 +364,15 @@ class HlsVariant(BaseModel):
     width: int
     height: int
     bytes: int
+    average_bandwidth: int = 0
+    frame_rate: float = 0.0
 
 
 class HlsRecord(BaseModel):
-    """The adaptive stream: a master playlist listing every produced rendition."""
+    """The adaptive stream: a master playlist listing every produced rendition.
+
+    ``segment_s`` is one GOP, the duration of every segment but the last.
+    """
 
     model_config = ConfigDict(frozen=True)
 

@@ -3,7 +3,8 @@
 One process decodes the source once, ``split``s the picture into one scaler and one x264 encoder per
 rendition, encodes the audio once, and writes every rendition through the ``tee`` muxer, so the
 shared AAC packets go into each MP4 without a second encode. Each MP4 is written to local scratch
-with ``+faststart`` (moov before mdat) so players can start before the whole file arrives.
+with ``+faststart`` (moov before mdat) so players can start before the whole file arrives. The
+same ``tee`` also writes each rendition's HLS stream from those packets (``hls.tee_slaves``).
 
 Before the split, the picture is deinterlaced (``bwdif``, frames flagged interlaced only), made
 constant-rate when the plan says so (``fps``), and converted to BT.709 SDR when the source is HDR
@@ -21,6 +22,8 @@ from typing import Any
 
 import ffmpeg
 
+from transcoder.media import hls
+from transcoder.media.hls import HlsOutput
 from transcoder.media.ladder import ColourIn, Plan
 from transcoder.media.probe import MAX_DECODE_ERROR_RATE
 
@@ -80,12 +83,14 @@ def _video_chain(source: Any, plan: Plan) -> Any:
     return stream
 
 
-def _tee_spec(plan: Plan, outputs: Mapping[str, Path]) -> str:
+def _tee_spec(plan: Plan, outputs: Mapping[str, Path], hls_output: HlsOutput | None) -> str:
     audio = ",a" if plan.audio_index is not None else ""
     slaves = []
     for index, target in enumerate(plan.targets):
         select = f"\\'v:{index}{audio}\\'"
         slaves.append(f"[f=mp4:movflags=+faststart:select={select}]{outputs[target.name]}")
+    if hls_output is not None:
+        slaves += hls.tee_slaves(plan, hls_output)
     return "|".join(slaves)
 
 
@@ -143,15 +148,22 @@ def build_args(
     options: EncodeOptions,
     *,
     binary: str = "ffmpeg",
+    hls_output: HlsOutput | None = None,
 ) -> list[str]:
-    """The complete ffmpeg command line for ``plan``; ``outputs`` maps rendition name -> path."""
+    """The complete ffmpeg command line for ``plan``; ``outputs`` maps rendition name -> path.
+
+    With ``hls_output``, the same packets are also muxed into each rendition's HLS stream.
+    """
     http = input_url.startswith(("http://", "https://"))
     source = ffmpeg.input(input_url, **(HTTP_INPUT_OPTIONS if http else {}))
     streams = _scaled(_video_chain(source, plan), plan)
     if plan.audio_index is not None:
         streams.append(source[str(plan.audio_index)])
     output = ffmpeg.output(
-        *streams, _tee_spec(plan, outputs), format="tee", **_encode_options(plan, options)
+        *streams,
+        _tee_spec(plan, outputs, hls_output),
+        format="tee",
+        **_encode_options(plan, options),
     )
     args: list[str] = output.global_args(
         "-nostdin",

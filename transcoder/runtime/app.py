@@ -90,6 +90,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         source_access=settings.source_access,
         ffprobe_timeout_s=settings.ffprobe_timeout_s,
         source_read_timeout_s=settings.source_read_timeout_s,
+        hls=settings.hls,
     )
 
 
@@ -154,6 +155,7 @@ def fitness_config(settings: Settings) -> FitnessConfig:
         margin_ratio=settings.scratch_margin_ratio,
         max_environment_failures=settings.max_environment_failures,
         ladder_kbps=sum(rung.maxrate_kbps + audio_kbps for rung in settings.ladder),
+        output_copies=2 if settings.hls else 1,
     )
 
 

@@ -5,7 +5,8 @@ environment caused. A worker that cannot is *unfit*: it stops receiving and reti
   scratch root writable, and at least ``reserve_bytes`` free there. The message has no size, so
   nothing finer can be checked before a job is claimed.
 * After the claim, once ffprobe has read the source, ``make_room`` compares the job's worst case
-  (every rung at its ``maxrate`` for the source's duration, audio included, plus ``margin_ratio``)
+  (every rung at its ``maxrate`` for the source's duration, audio included, times the copies of
+  each rendition scratch holds (two with HLS: the MP4 and its segments), plus ``margin_ratio``)
   with the free space. The source's own size does not matter: its bytes never land in scratch
   (ffmpeg reads it over HTTP). A job that needs more than the whole filesystem holds is the job's
   problem (``scratch_too_small``, retried and dead-lettered like any retryable error); one that
@@ -61,6 +62,7 @@ class FitnessConfig:
     margin_ratio: float  # on top of a job's worst-case output size
     max_environment_failures: int  # in a row, even while the checks pass
     ladder_kbps: int  # every rung's maxrate plus its audio: the worst case per second of source
+    output_copies: int = 1  # each rendition is in scratch this many times (2: MP4 and HLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,8 @@ class Fitness:
 
     def need_bytes(self, duration_s: float) -> int:
         """A job's worst-case scratch use: every rung at its maxrate, plus the margin."""
-        worst = self._config.ladder_kbps * 1000 / 8 * max(duration_s, 1.0)
+        per_copy = self._config.ladder_kbps * 1000 / 8 * max(duration_s, 1.0)
+        worst = per_copy * self._config.output_copies
         return int(worst * (1 + self._config.margin_ratio))
 
     def make_room(self, source: SourceFacts) -> None:

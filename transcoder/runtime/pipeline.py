@@ -24,19 +24,23 @@ from transcoder.aws.gateway import GatewayConfig, SourceGateway
 from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import (
+    HlsRecord,
     JobMessage,
     Published,
     Reason,
     RenditionRecord,
     RenditionStatus,
     SourceFacts,
+    hls_prefix,
 )
 from transcoder.domain.job import output_key as rendition_key
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
-from transcoder.media import encoder, ladder, probe, verify
+from transcoder.media import encoder, hls, ladder, probe, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
+from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
+from transcoder.runtime import stream
 
 if TYPE_CHECKING:
     from transcoder.runtime.ports import StoragePort
@@ -59,6 +63,7 @@ class PipelineConfig:
     source_access: Literal["gateway", "presigned"] = "gateway"
     gateway: GatewayConfig = DEFAULT_GATEWAY
     source_read_timeout_s: float = DEFAULT_GATEWAY.read_timeout_s
+    hls: bool = True  # also write and publish each rendition's HLS stream from the same encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Encoded:
     facts: SourceFacts
     outputs: dict[str, Path]
     encode_s: float
+    hls_output: HlsOutput | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +177,18 @@ class Pipeline:
             async with self._source(message, info) as (url, gateway):
                 stage = self._encode(message, url, info, scratch, progress, on_source)
                 encoded = await from_source(stage, gateway)
-            renditions = await self._publish(message, encoded, progress, before_publish)
+            published = await self._publish(message, encoded, progress, before_publish)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+        renditions = dict(published.renditions)
         for skipped in encoded.plan.skipped:
             renditions[skipped.name] = RenditionRecord(
                 status=RenditionStatus.SKIPPED, reason=skipped.reason
             )
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
-        return PipelineResult(source=encoded.facts, published=Published(renditions=renditions))
+        published = published.model_copy(update={"renditions": renditions})
+        return PipelineResult(source=encoded.facts, published=published)
 
     async def _encode(
         self,
@@ -214,14 +222,18 @@ class Pipeline:
         log.info("job.planned", targets=[f"{t.name}:{t.width}x{t.height}" for t in plan.targets])
         progress.duration_s = media.duration_s
         outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
-        args = build_args(url, plan, outputs, self._config.encode)
+        hls_output = None
+        if self._config.hls:
+            hls_output = HlsOutput(scratch / "hls", hls.hls_time_s(plan, media.fps))
+            hls_output.prepare(plan)
+        args = build_args(url, plan, outputs, self._config.encode, hls_output=hls_output)
         progress.enter("transcode")
         encode_started = time.monotonic()
         with metrics.STAGE_DURATION.labels("transcode").time():
             await encoder.run(args, progress)
         encode_s = time.monotonic() - encode_started
         metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
-        return Encoded(media, plan, facts, outputs, encode_s)
+        return Encoded(media, plan, facts, outputs, encode_s, hls_output)
 
     @contextlib.asynccontextmanager
     async def _source(
@@ -330,8 +342,8 @@ class Pipeline:
         encoded: Encoded,
         progress: Progress,
         before_publish: PublishGuard | None,
-    ) -> dict[str, RenditionRecord]:
-        """Check every rendition, then upload them to their keys."""
+    ) -> Published:
+        """Check every rendition (and its HLS stream), then upload them to their keys."""
         plan, outputs, encode_s = encoded.plan, encoded.outputs, encoded.encode_s
         progress.enter("verify")
         # Renditions overwrite the video's output keys: only the lease owner may publish, so a
@@ -343,6 +355,7 @@ class Pipeline:
                 alongside(self._still_uploaded(message)),
             ):
                 checked = await self._verify(outputs, encoded.media, plan)
+                streams = await self._verify_hls(encoded)
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
             uploads = await asyncio.gather(
@@ -353,6 +366,7 @@ class Pipeline:
                     for t in plan.targets
                 )
             )
+            hls_record = await self._publish_hls(message, encoded, streams)
         records: dict[str, RenditionRecord] = {}
         for target, uploaded in zip(plan.targets, uploads, strict=True):
             seen = checked[target.name]
@@ -367,4 +381,24 @@ class Pipeline:
                 bitrate_kbps=seen.bitrate_kbps,
                 encode_s=round(encode_s, 3),
             )
-        return records
+        return Published(renditions=records, hls=hls_record)
+
+    async def _verify_hls(self, encoded: Encoded) -> list[hls.Variant]:
+        """The HLS publish gate (playlists, segments, keyframes): file reads, off the loop."""
+        if encoded.hls_output is None:
+            return []
+        folder = encoded.hls_output.folder
+        return await asyncio.to_thread(hls.check, folder, encoded.media, encoded.plan)
+
+    async def _publish_hls(
+        self, message: JobMessage, encoded: Encoded, streams: list[hls.Variant]
+    ) -> HlsRecord | None:
+        if encoded.hls_output is None or not streams:
+            return None
+        return await stream.publish(
+            self._storage,
+            streams,
+            encoded.hls_output.folder,
+            hls_prefix(message.user_id, message.video_id),
+            segment_s=hls.gop_s(encoded.plan, encoded.media.fps),
+        )

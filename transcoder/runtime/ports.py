@@ -79,6 +79,10 @@ class StoragePort(Protocol):
         self, path: Path, key: str, *, content_type: str = "video/mp4"
     ) -> Uploaded: ...
 
+    async def list_keys(self, prefix: str) -> list[str]: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
 
 class ProtectionPort(Protocol):
     """ECS task scale-in protection (``transcoder.aws.protection``)."""
