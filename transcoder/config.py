@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     gop_s: PositiveSeconds = 2.0
     max_fps: PositiveSeconds = 60.0
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    stills: bool = Field(
+        default=True,
+        description="also write a poster JPEG and a thumbnail sprite with its WebVTT index, "
+        'from the same ffmpeg run as the renditions (docs/media.md, "Poster and thumbnails")',
+    )
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
     # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").
     scratch_reserve_bytes: int = Field(

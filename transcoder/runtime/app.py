@@ -81,6 +81,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         source_access=settings.source_access,
         ffprobe_timeout_s=settings.ffprobe_timeout_s,
         source_read_timeout_s=settings.source_read_timeout_s,
+        stills=settings.stills,
     )
 
 

@@ -2,8 +2,9 @@
 
 No source byte touches local disk: ffprobe and ffmpeg read the object over HTTP with range
 requests (moov-at-end MP4s work), from the worker's loopback gateway (``gateway.py``, the default)
-or from a presigned GET. Renditions are written to a per-job scratch directory that is removed in
-every outcome, cancellation included.
+or from a presigned GET. Renditions (and, with ``stills``, the poster, the thumbnail sprite and its
+WebVTT index) are written to a per-job scratch directory that is removed in every outcome,
+cancellation included.
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import (
     JobMessage,
+    PosterRecord,
     Published,
     Reason,
     RenditionRecord,
     RenditionStatus,
     SourceFacts,
+    ThumbnailsRecord,
+    poster_key,
+    thumbnails_prefix,
 )
 from transcoder.domain.job import output_key as rendition_key
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
-from transcoder.media import encoder, ladder, probe, verify
+from transcoder.media import encoder, ladder, probe, stills, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.progress import Progress
 
@@ -59,6 +64,7 @@ class PipelineConfig:
     source_access: Literal["gateway", "presigned"] = "gateway"
     gateway: GatewayConfig = DEFAULT_GATEWAY
     source_read_timeout_s: float = DEFAULT_GATEWAY.read_timeout_s
+    stills: bool = True  # poster + thumbnail sprite from the same ffmpeg (TRANSCODER_STILLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class Encoded:
     facts: SourceFacts
     outputs: dict[str, Path]
     encode_s: float
+    stills: stills.Stills | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +178,12 @@ class Pipeline:
             async with self._source(message, info) as (url, gateway):
                 stage = self._encode(message, url, info, scratch, progress, on_source)
                 encoded = await from_source(stage, gateway)
-            renditions = await self._publish(message, encoded, progress, before_publish)
+            published = await self._publish(message, encoded, progress, before_publish)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
-        for skipped in encoded.plan.skipped:
-            renditions[skipped.name] = RenditionRecord(
-                status=RenditionStatus.SKIPPED, reason=skipped.reason
-            )
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
-        return PipelineResult(source=encoded.facts, published=Published(renditions=renditions))
+        return PipelineResult(source=encoded.facts, published=published)
 
     async def _encode(
         self,
@@ -214,14 +217,19 @@ class Pipeline:
         log.info("job.planned", targets=[f"{t.name}:{t.width}x{t.height}" for t in plan.targets])
         progress.duration_s = media.duration_s
         outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
-        args = build_args(url, plan, outputs, self._config.encode)
+        still = None
+        if self._config.stills:
+            still = stills.plan(media.duration_s, plan, verify.tolerance_s(media), scratch)
+        args = build_args(url, plan, outputs, self._config.encode, stills=still)
         progress.enter("transcode")
         encode_started = time.monotonic()
         with metrics.STAGE_DURATION.labels("transcode").time():
             await encoder.run(args, progress)
         encode_s = time.monotonic() - encode_started
         metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
-        return Encoded(media, plan, facts, outputs, encode_s)
+        if still is not None:
+            still.files.vtt.write_text(stills.vtt_text(still))
+        return Encoded(media, plan, facts, outputs, encode_s, still)
 
     @contextlib.asynccontextmanager
     async def _source(
@@ -322,6 +330,48 @@ class Pipeline:
             for target in plan.targets
         }
 
+    async def _upload_stills(
+        self, message: JobMessage, still: stills.Stills | None
+    ) -> tuple[PosterRecord | None, ThumbnailsRecord | None]:
+        """Upload the checked poster, sprite and VTT with their content types."""
+        if still is None:
+            return None, None
+        if not still.files.poster.exists():
+            log.info("stills.poster_fallback", reason="every candidate frame was dark or flat")
+        prefix = thumbnails_prefix(message.user_id, message.video_id)
+        poster, sprite, vtt = await asyncio.gather(
+            self._storage.upload(
+                stills.poster_path(still.files),
+                poster_key(message.user_id, message.video_id),
+                content_type=stills.JPEG_TYPE,
+            ),
+            self._storage.upload(
+                still.files.sprite, prefix + stills.SPRITE_NAME, content_type=stills.JPEG_TYPE
+            ),
+            self._storage.upload(
+                still.files.vtt, prefix + stills.VTT_NAME, content_type=stills.VTT_TYPE
+            ),
+        )
+        for uploaded in (poster, sprite, vtt):
+            metrics.OUTPUT_BYTES.inc(uploaded.size_bytes)
+        return PosterRecord(
+            key=poster.key,
+            width=still.poster_width,
+            height=still.poster_height,
+            bytes=poster.size_bytes,
+            content_type=stills.JPEG_TYPE,
+        ), ThumbnailsRecord(
+            sprite_key=sprite.key,
+            vtt_key=vtt.key,
+            interval_s=still.interval_s,
+            count=still.count,
+            tile_width=still.tile_width,
+            tile_height=still.tile_height,
+            columns=still.columns,
+            rows=still.rows,
+            bytes=sprite.size_bytes + vtt.size_bytes,
+        )
+
     # Over 40 lines: check, then upload, then record, in one place so the order (no upload
     # before the gate and the lease both passed) is visible at a glance.
     async def _publish(
@@ -330,8 +380,8 @@ class Pipeline:
         encoded: Encoded,
         progress: Progress,
         before_publish: PublishGuard | None,
-    ) -> dict[str, RenditionRecord]:
-        """Check every rendition, then upload them to their keys."""
+    ) -> Published:
+        """Check every rendition (and the stills), then upload them to their keys."""
         plan, outputs, encode_s = encoded.plan, encoded.outputs, encoded.encode_s
         progress.enter("verify")
         # Renditions overwrite the video's output keys: only the lease owner may publish, so a
@@ -343,15 +393,21 @@ class Pipeline:
                 alongside(self._still_uploaded(message)),
             ):
                 checked = await self._verify(outputs, encoded.media, plan)
+                if encoded.stills is not None:
+                    stills.check(encoded.stills, verify.tolerance_s(encoded.media))
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
-            uploads = await asyncio.gather(
-                *(
-                    self._storage.upload(
-                        outputs[t.name], rendition_key(t.name, message.user_id, message.video_id)
+            uploads, (poster, thumbnails) = await asyncio.gather(
+                asyncio.gather(
+                    *(
+                        self._storage.upload(
+                            outputs[t.name],
+                            rendition_key(t.name, message.user_id, message.video_id),
+                        )
+                        for t in plan.targets
                     )
-                    for t in plan.targets
-                )
+                ),
+                self._upload_stills(message, encoded.stills),
             )
         records: dict[str, RenditionRecord] = {}
         for target, uploaded in zip(plan.targets, uploads, strict=True):
@@ -367,4 +423,8 @@ class Pipeline:
                 bitrate_kbps=seen.bitrate_kbps,
                 encode_s=round(encode_s, 3),
             )
-        return records
+        for skipped in plan.skipped:
+            records[skipped.name] = RenditionRecord(
+                status=RenditionStatus.SKIPPED, reason=skipped.reason
+            )
+        return Published(renditions=records, poster=poster, thumbnails=thumbnails)
