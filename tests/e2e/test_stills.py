@@ -3,7 +3,8 @@
 A clip that opens on six seconds of black (most of the poster's candidate window: ffmpeg's
 ``thumbnail`` filter alone picks a black frame there) must still get a poster of real footage; a
 clip that is dark throughout gets one anyway (the fallback) and completes;
-``TRANSCODER_STILLS=false`` publishes no stills. The corpus (test_corpus.py) checks every valid case's stills with the same helpers.
+``TRANSCODER_STILLS=false`` publishes no stills. The corpus (test_corpus.py) checks every valid
+case's stills with the same helpers (tests/support/stills.py).
 """
 
 from __future__ import annotations
