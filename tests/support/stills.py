@@ -49,7 +49,8 @@ def cues(text: str) -> list[tuple[float, float, int, int, int, int]]:
         numbers = [int(v) for v in match.groups()]
         start = numbers[0] * 3600 + numbers[1] * 60 + numbers[2] + numbers[3] / 1000
         end = numbers[4] * 3600 + numbers[5] * 60 + numbers[6] + numbers[7] / 1000
-        found.append((start, end, *numbers[8:]))
+        x, y, w, h = numbers[8:]
+        found.append((start, end, x, y, w, h))
     return found
 
 
