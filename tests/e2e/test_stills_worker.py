@@ -20,6 +20,9 @@ from support import stills as seen
 
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
+from transcoder.domain.rungs import DEFAULT_LADDER
+from transcoder.media import ladder, probe, stills, verify
+from transcoder.media.ffmpeg import EncodeOptions, build_args, parse_progress_block
 from transcoder.ops.bootstrap import Resources
 from transcoder.ops.demo import submit
 from transcoder.runtime import app
@@ -132,3 +135,33 @@ async def test_stills_can_be_turned_off(
     assert (record["poster"], record["thumbnails"]) == (None, None)
     listed = await clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix="transcoded/")
     assert [item["Key"] for item in listed["Contents"]] == ["transcoded/720p/stills/all_dark.mp4"]
+
+
+async def test_the_encode_reports_progress_while_the_stills_are_pending(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """ffmpeg prints no -progress until every output has written its header, which an image
+    output does with its first picture: without the placeholders, the sprite (made at the end)
+    would hide the whole encode from the stall detector."""
+    source = clips["black_start"]
+    media = probe.parse(await probe.run(str(source), timeout_s=60), size_bytes=1)
+    plan = ladder.plan(media, DEFAULT_LADDER, ("720p",), max_fps=60, gop_s=2)
+    made = stills.plan(media.duration_s, plan, verify.tolerance_s(media), tmp_path)
+    args = build_args(
+        str(source), plan, {"720p": tmp_path / "720p.mp4"}, EncodeOptions(), stills=made
+    )
+    # Read at 3x the clip's rate, so the encode lasts about 3 s whatever the machine.
+    args[args.index("-i") : args.index("-i")] = ["-readrate", "3"]
+    command = ["nice", "-n", "10", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    blocks, fields = [], {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        fields[key] = value
+        if key == "progress":
+            blocks.append(parse_progress_block(fields))
+            fields = {}
+    during = [b for b in blocks if not b.done and 0 < b.frame < blocks[-1].frame]
+    assert len(during) >= 3, blocks
+    made.files.vtt.write_text(stills.vtt_text(made))
+    stills.check(made, tolerance_s=verify.tolerance_s(media))  # and the stills are still right

@@ -157,24 +157,28 @@ def test_the_stills_are_more_branches_and_outputs_of_the_same_ffmpeg(tmp_path: P
         "[s0]scale=1280:720[s3];[s3]setsar=1[s4];[s4]format=yuv420p[s5];"
         # poster candidates, one a second, at the top rendition's size in JPEG's range
         "[s1]select=gte(t\\,selected_n*1)[s6];[s6]scale=1280:720[s7];[s7]setsar=1[s8];"
-        "[s8]format=yuvj420p[s9];[s9]split=2[s10][s11];"
-        # not near black, not flat, then the most representative of a bounded window
-        "[s10]signalstats[s12];[s12]entropy[s13];"
-        "[s13]metadata=function=greater:key=lavfi.signalstats.YAVG:mode=select:value=32[s14];"
-        "[s14]metadata=function=greater:key=lavfi.entropy.normalized_entropy.normal.Y"
-        ":mode=select:value=0.3[s15];[s15]thumbnail=n=10[s16];"
-        "[s11]thumbnail=n=10[s17];"  # the fallback when every candidate is dark
-        # one tile a second into a 6x1 sprite
-        "[s2]select=gte(t\\,selected_n*1)[s18];[s18]scale=160:90[s19];[s19]setsar=1[s20];"
-        "[s20]format=yuvj420p[s21];[s21]tile=color=black:layout=6x1[s22]"
+        "[s8]format=yuvj420p[s9];[s9]split=3[s10][s11][s12];"
+        "[s10]trim=end_frame=1[s13];"  # a placeholder at once: ffmpeg reports progress from then
+        "[s11]thumbnail=n=10[s14];[s14]trim=end_frame=1[s15];"  # the best of the window, or
+        # the best of the window that is neither near black nor flat
+        "[s12]signalstats[s16];[s16]entropy[s17];"
+        "[s17]metadata=function=greater:key=lavfi.signalstats.YAVG:mode=select:value=32[s18];"
+        "[s18]metadata=function=greater:key=lavfi.entropy.normalized_entropy.normal.Y"
+        ":mode=select:value=0.3[s19];[s19]thumbnail=n=10[s20];[s20]trim=end_frame=1[s21];"
+        "[s13][s15][s21]concat=n=3[s22];[s22]setpts=N/TB[s23];"  # the last one written stays
+        # one tile a second into a 6x1 sprite, after a placeholder of the sprite's size
+        "[s2]select=gte(t\\,selected_n*1)[s24];[s24]scale=160:90[s25];[s25]setsar=1[s26];"
+        "[s26]format=yuvj420p[s27];[s27]split=2[s28][s29];"
+        "[s28]trim=end_frame=1[s30];[s30]pad=960:90:color=black[s31];"
+        "[s29]tile=color=black:layout=6x1[s32];[s32]trim=end_frame=1[s33];"
+        "[s31][s33]concat=n=2[s34];[s34]setpts=N/TB[s35]"
     )
     tee = next(i for i, arg in enumerate(args) if arg.startswith("[f=mp4"))
     assert args[args.index("-map") : args.index("-map") + 4] == ["-map", "[s5]", "-map", "0:1"]
-    image = ["-f", "image2", "-c:v", "mjpeg", "-fps_mode", "passthrough", "-frames:v", "1"]
+    image = ["-f", "image2", "-c:v", "mjpeg", "-fps_mode", "passthrough"]
     assert args[tee + 1 : args.index("-nostdin")] == [
-        *("-map", "[s16]", *image, "-q:v", "3", "-update", "1", "/scratch/poster.jpg"),
-        *("-map", "[s17]", *image, "-q:v", "3", "-update", "1", "/scratch/poster-fallback.jpg"),
-        *("-map", "[s22]", *image, "-q:v", "5", "-update", "1", "/scratch/sprite.jpg"),
+        *("-map", "[s23]", *image, "-q:v", "3", "-update", "1", "/scratch/poster.jpg"),
+        *("-map", "[s35]", *image, "-q:v", "5", "-update", "1", "/scratch/sprite.jpg"),
     ]  # after the renditions' tee output, so -progress reports the encode
 
 
@@ -221,12 +225,6 @@ def made(tmp_path: Path) -> stills.Stills:
 def test_planned_stills_pass_the_gate(made: stills.Stills) -> None:
     stills.check(made, tolerance_s=0.1)
     assert stills.jpeg_size(made.files.poster.read_bytes()) == (1280, 720)
-
-
-def test_a_dark_video_publishes_the_fallback_poster(made: stills.Stills) -> None:
-    made.files.poster.rename(made.files.fallback)
-    stills.check(made, tolerance_s=0.1)
-    assert stills.poster_path(made.files) == made.files.fallback
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ at the output rate, tone-mapped to BT.709, upright) feed two image outputs of th
 * **Poster**: candidates one every ``candidate_s`` seconds, scaled to the top rendition's size,
   near-black (mean luma, ``signalstats`` YAVG) and flat (luma entropy, ``entropy``) frames
   dropped, then ffmpeg's ``thumbnail`` filter picks the most representative of the first
-  ``POSTER_WINDOW`` candidates. When every candidate is dark no frame reaches that output, so a
-  second, unfiltered ``thumbnail`` branch writes a fallback poster: a dark video still gets one.
+  ``POSTER_WINDOW`` candidates. When every candidate is dark or flat nothing is picked, and the
+  poster is what an unfiltered ``thumbnail`` picked of the same window: a dark video gets one.
 * **Sprite**: one tile every ``interval_s`` seconds (chosen so a long video has at most
   ``MAX_TILES`` tiles), ``TILE_WIDTH`` wide with the output's aspect (portrait stays portrait),
   laid out ``columns`` x ``rows`` by ``tile``. Its WebVTT index has one cue per tile, contiguous
@@ -53,7 +53,6 @@ class StillFiles:
     """Where ffmpeg writes the stills in the job's scratch directory."""
 
     poster: Path
-    fallback: Path  # the unfiltered candidate, used only when every frame was dark
     sprite: Path
     vtt: Path
 
@@ -61,7 +60,6 @@ class StillFiles:
     def in_dir(cls, folder: Path) -> StillFiles:
         return cls(
             folder / "poster.jpg",
-            folder / "poster-fallback.jpg",
             folder / SPRITE_NAME,
             folder / VTT_NAME,
         )
@@ -162,17 +160,18 @@ def _every(stream: Any, seconds: float) -> Any:
     return stream.filter("select", f"gte(t,selected_n*{seconds:g})")
 
 
-def _jpeg(stream: Any, path: Path, quality: int) -> Any:
-    # One picture, written as it comes: passthrough keeps the image2 muxer's constant-rate
-    # default from duplicating or dropping frames around the selected one.
-    options = {
-        "c:v": "mjpeg",
-        "q:v": quality,
-        "frames:v": 1,
-        "update": 1,
-        "fps_mode": "passthrough",
-    }
+def _jpeg(pictures: list[Any], path: Path, quality: int) -> Any:
+    # One after the other, each overwriting the file (update), written as they come (passthrough:
+    # the image2 muxer's constant-rate default would duplicate or drop). Stamped 0 s, 1 s, 2 s:
+    # their own times can repeat (a sprite carries its first tile's), and these stay behind the
+    # renditions' time that -progress reports (only a clip under 2 s could see out_time jump).
+    stream = ffmpeg.concat(*pictures).filter("setpts", "N/TB")
+    options = {"c:v": "mjpeg", "q:v": quality, "update": 1, "fps_mode": "passthrough"}
     return ffmpeg.output(stream, str(path), format="image2", **options)
+
+
+def _first(stream: Any) -> Any:
+    return stream.filter("trim", end_frame=1)
 
 
 def _above(key: str, value: float) -> dict[str, str]:
@@ -180,36 +179,56 @@ def _above(key: str, value: float) -> dict[str, str]:
     return {"mode": "select", "key": key, "value": f"{value:g}", "function": "greater"}
 
 
-def outputs(branches: list[Any], stills: Stills) -> list[Any]:
-    """The image outputs fed by two ``split`` branches: poster, fallback poster, sprite."""
-    poster_branch, sprite_branch = branches
+# ffmpeg prints no -progress at all until every output file has written its header, and an image
+# output writes it with its first picture: a sprite made at the end (or a poster chosen after a
+# window of candidates) would leave the worker blind to the encode, and its stall detector would
+# kill a healthy job. So each image output starts with a placeholder at once (the first
+# candidate; the first tile padded to the sprite's size), and ``concat`` then appends what
+# overwrites it: the last picture written is the one published.
+
+
+def _poster(branch: Any, stills: Stills) -> list[Any]:
     candidates = (
-        _every(poster_branch, stills.candidate_s)
+        _every(branch, stills.candidate_s)
         .filter("scale", stills.poster_width, stills.poster_height)
         .filter("setsar", "1")
         .filter("format", "yuvj420p")  # JPEG's full range, measured as it will be shown
-        .filter_multi_output("split", 2)
+        .filter_multi_output("split", 3)
     )
-    poster = (
-        candidates.stream(0)
+    # The fallback, for a video dark or flat throughout: the best of the unfiltered window.
+    fallback = candidates.stream(1).filter("thumbnail", n=POSTER_WINDOW)
+    best = (
+        candidates.stream(2)
         .filter("signalstats")
         .filter("entropy")
         .filter("metadata", **_above("lavfi.signalstats.YAVG", DARK_YAVG))
         .filter("metadata", **_above("lavfi.entropy.normalized_entropy.normal.Y", FLAT_ENTROPY))
         .filter("thumbnail", n=POSTER_WINDOW)
     )
-    fallback = candidates.stream(1).filter("thumbnail", n=POSTER_WINDOW)
-    sprite = (
-        _every(sprite_branch, stills.interval_s)
+    return [_first(candidates.stream(0)), _first(fallback), _first(best)]
+
+
+def _sprite(branch: Any, stills: Stills) -> list[Any]:
+    tiles = (
+        _every(branch, stills.interval_s)
         .filter("scale", stills.tile_width, stills.tile_height)
         .filter("setsar", "1")
         .filter("format", "yuvj420p")
-        .filter("tile", layout=f"{stills.columns}x{stills.rows}", color="black")
+        .filter_multi_output("split", 2)
     )
+    width, height = stills.sprite_size
+    placeholder = _first(tiles.stream(0)).filter("pad", width, height, color="black")
+    layout = f"{stills.columns}x{stills.rows}"
+    tiled = tiles.stream(1).filter("tile", layout=layout, color="black")  # spare cells black
+    return [placeholder, _first(tiled)]
+
+
+def outputs(branches: list[Any], stills: Stills) -> list[Any]:
+    """The two image outputs fed by two ``split`` branches: the poster and the sprite."""
+    poster_branch, sprite_branch = branches
     return [
-        _jpeg(poster, stills.files.poster, POSTER_QUALITY),
-        _jpeg(fallback, stills.files.fallback, POSTER_QUALITY),
-        _jpeg(sprite, stills.files.sprite, SPRITE_QUALITY),
+        _jpeg(_poster(poster_branch, stills), stills.files.poster, POSTER_QUALITY),
+        _jpeg(_sprite(sprite_branch, stills), stills.files.sprite, SPRITE_QUALITY),
     ]
 
 
@@ -300,11 +319,6 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def poster_path(files: StillFiles) -> Path:
-    """The poster to publish: the representative frame, else (every frame dark) the fallback."""
-    return files.poster if files.poster.exists() else files.fallback
-
-
 def _image_problems(path: Path, what: str, expected: tuple[int, int]) -> list[str]:
     if not path.exists():
         return [f"no {what} was written"]
@@ -339,7 +353,7 @@ def check(stills: Stills, tolerance_s: float) -> None:
     """Raise OutputInvalid naming every problem with the poster, the sprite and the VTT."""
     files = stills.files
     poster = (stills.poster_width, stills.poster_height)
-    problems = _image_problems(poster_path(files), "poster", poster)
+    problems = _image_problems(files.poster, "poster", poster)
     problems += _image_problems(files.sprite, "sprite", stills.sprite_size)
     try:
         problems += _cue_problems(parse_vtt(files.vtt.read_text()), stills, tolerance_s)

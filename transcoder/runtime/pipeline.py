@@ -336,12 +336,10 @@ class Pipeline:
         """Upload the checked poster, sprite and VTT with their content types."""
         if still is None:
             return None, None
-        if not still.files.poster.exists():
-            log.info("stills.poster_fallback", reason="every candidate frame was dark or flat")
         prefix = thumbnails_prefix(message.user_id, message.video_id)
         poster, sprite, vtt = await asyncio.gather(
             self._storage.upload(
-                stills.poster_path(still.files),
+                still.files.poster,
                 poster_key(message.user_id, message.video_id),
                 content_type=stills.JPEG_TYPE,
             ),
