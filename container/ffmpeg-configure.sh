@@ -19,12 +19,12 @@ vorbis,flac,dca
 ENCODERS=libx264,aac,mjpeg,wrapped_avframe,rawvideo,pcm_s16le
 MUXERS=mp4,mov,tee,image2,null,framemd5
 # The worker's graph (split, scale, setsar, format, bwdif, fps, zscale, tonemap; for the stills
-# select, signalstats, entropy, metadata, thumbnail, tile, concat); what the ffmpeg CLI inserts
+# select, blackframe, entropy, metadata, thumbnail, tile, concat); what the ffmpeg CLI inserts
 # (aresample/aformat for -ac 2, trim for -t, transpose/hflip/vflip for autorotate); the corpus
 # test's measuring filters (signalstats, metadata, idet, volumedetect).
 FILTERS=split,asplit,scale,setsar,format,aformat,aresample,bwdif,yadif,fps,zscale,tonemap,\
 null,anull,trim,atrim,setpts,asetpts,transpose,hflip,vflip,copy,crop,pad,signalstats,metadata,\
-ametadata,idet,volumedetect,showinfo,select,entropy,thumbnail,tile,concat
+ametadata,idet,volumedetect,showinfo,select,blackframe,entropy,thumbnail,tile,concat
 PROTOCOLS=file,pipe,http,https,tcp,tls
 
 exec ./configure \

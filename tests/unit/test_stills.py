@@ -155,30 +155,32 @@ def test_the_stills_are_more_branches_and_outputs_of_the_same_ffmpeg(tmp_path: P
     assert graph == (
         "[0:0]split=3[s0][s1][s2];"
         "[s0]scale=1280:720[s3];[s3]setsar=1[s4];[s4]format=yuv420p[s5];"
-        # poster candidates, one a second, at the top rendition's size in JPEG's range
+        # poster candidates, one a second, at the top rendition's size
         "[s1]select=gte(t\\,selected_n*1)[s6];[s6]scale=1280:720[s7];[s7]setsar=1[s8];"
-        "[s8]format=yuvj420p[s9];[s9]split=3[s10][s11][s12];"
+        "[s8]format=yuv420p[s9];[s9]split=3[s10][s11][s12];"
         "[s10]trim=end_frame=1[s13];"  # a placeholder at once: ffmpeg reports progress from then
         "[s11]thumbnail=n=10[s14];[s14]trim=end_frame=1[s15];"  # the best of the window, or
         # the best of the window that is neither near black nor flat
-        "[s12]signalstats[s16];[s16]entropy[s17];"
-        "[s17]metadata=function=greater:key=lavfi.signalstats.YAVG:mode=select:value=32[s18];"
+        "[s12]blackframe=amount=0:threshold=32[s16];"
+        "[s16]metadata=function=less:key=lavfi.blackframe.pblack:mode=select:value=90[s17];"
+        "[s17]entropy[s18];"
         "[s18]metadata=function=greater:key=lavfi.entropy.normalized_entropy.normal.Y"
         ":mode=select:value=0.3[s19];[s19]thumbnail=n=10[s20];[s20]trim=end_frame=1[s21];"
-        "[s13][s15][s21]concat=n=3[s22];[s22]setpts=N/TB[s23];"  # the last one written stays
+        # the last one written stays; JPEG's full range
+        "[s13][s15][s21]concat=n=3[s22];[s22]format=yuvj420p[s23];[s23]setpts=N/TB[s24];"
         # one tile a second into a 6x1 sprite, after a placeholder of the sprite's size
-        "[s2]select=gte(t\\,selected_n*1)[s24];[s24]scale=160:90[s25];[s25]setsar=1[s26];"
-        "[s26]format=yuvj420p[s27];[s27]split=2[s28][s29];"
+        "[s2]select=gte(t\\,selected_n*1)[s25];[s25]scale=160:90[s26];[s26]setsar=1[s27];"
+        "[s27]split=2[s28][s29];"
         "[s28]trim=end_frame=1[s30];[s30]pad=960:90:color=black[s31];"
         "[s29]tile=color=black:layout=6x1[s32];[s32]trim=end_frame=1[s33];"
-        "[s31][s33]concat=n=2[s34];[s34]setpts=N/TB[s35]"
+        "[s31][s33]concat=n=2[s34];[s34]format=yuvj420p[s35];[s35]setpts=N/TB[s36]"
     )
     tee = next(i for i, arg in enumerate(args) if arg.startswith("[f=mp4"))
     assert args[args.index("-map") : args.index("-map") + 4] == ["-map", "[s5]", "-map", "0:1"]
     image = ["-f", "image2", "-c:v", "mjpeg", "-fps_mode", "passthrough"]
     assert args[tee + 1 : args.index("-nostdin")] == [
-        *("-map", "[s23]", *image, "-q:v", "3", "-update", "1", "/scratch/poster.jpg"),
-        *("-map", "[s35]", *image, "-q:v", "5", "-update", "1", "/scratch/sprite.jpg"),
+        *("-map", "[s24]", *image, "-q:v", "3", "-update", "1", "/scratch/poster.jpg"),
+        *("-map", "[s36]", *image, "-q:v", "5", "-update", "1", "/scratch/sprite.jpg"),
     ]  # after the renditions' tee output, so -progress reports the encode
 
 

@@ -4,7 +4,7 @@ Two extra ``split`` branches of the picture the renditions are made from (alread
 at the output rate, tone-mapped to BT.709, upright) feed two image outputs of the one ffmpeg:
 
 * **Poster**: candidates one every ``candidate_s`` seconds, scaled to the top rendition's size,
-  near-black (mean luma, ``signalstats`` YAVG) and flat (luma entropy, ``entropy``) frames
+  near-black (share of black pixels, ``blackframe``) and flat (luma entropy, ``entropy``) frames
   dropped, then ffmpeg's ``thumbnail`` filter picks the most representative of the first
   ``POSTER_WINDOW`` candidates. When every candidate is dark or flat nothing is picked, and the
   poster is what an unfiltered ``thumbnail`` picked of the same window: a dark video gets one.
@@ -38,11 +38,13 @@ TILE_WIDTH = 160
 INTERVALS_S = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600)
 POSTER_WINDOW = 10  # candidates the thumbnail filter compares (each buffered at poster size)
 MIN_CANDIDATE_S, MAX_CANDIDATE_S = 1.0, 10.0
-# Full-range luma (the candidates are converted to JPEG's yuvj420p before they are measured):
-# a mean under 32 of 255 is near black; a normalised luma entropy under 0.3 is a flat picture
-# (a fade, a solid title card), natural footage measures 0.6-0.95.
-DARK_YAVG = 32
+# Measured on 8-bit limited-range luma (black is 16), as the renditions store it: a frame with
+# 90 % of its pixels at 32 or below is near black (``blackframe``: cheaper than signalstats, and
+# a small bright logo on black does not save it); a normalised luma entropy of 0.3 or less is a
+# flat picture (a fade, a solid title card); footage measures 0.6-0.95.
+BLACK_LUMA, MAX_BLACK_PERCENT = 32, 90
 FLAT_ENTROPY = 0.3
+ENTROPY_KEY = "lavfi.entropy.normalized_entropy.normal.Y"
 POSTER_QUALITY, SPRITE_QUALITY = 3, 5  # mjpeg -q:v (2 best .. 31 worst)
 SPRITE_NAME, VTT_NAME = "sprite.jpg", "thumbnails.vtt"
 JPEG_TYPE, VTT_TYPE = "image/jpeg", "text/vtt"
@@ -165,7 +167,8 @@ def _jpeg(pictures: list[Any], path: Path, quality: int) -> Any:
     # the image2 muxer's constant-rate default would duplicate or drop). Stamped 0 s, 1 s, 2 s:
     # their own times can repeat (a sprite carries its first tile's), and these stay behind the
     # renditions' time that -progress reports (only a clip under 2 s could see out_time jump).
-    stream = ffmpeg.concat(*pictures).filter("setpts", "N/TB")
+    # Converted to JPEG's full range only now: two or three pictures, not every candidate.
+    stream = ffmpeg.concat(*pictures).filter("format", "yuvj420p").filter("setpts", "N/TB")
     options = {"c:v": "mjpeg", "q:v": quality, "update": 1, "fps_mode": "passthrough"}
     return ffmpeg.output(stream, str(path), format="image2", **options)
 
@@ -174,9 +177,9 @@ def _first(stream: Any) -> Any:
     return stream.filter("trim", end_frame=1)
 
 
-def _above(key: str, value: float) -> dict[str, str]:
-    # metadata=mode=select passes a frame only if it carries ``key`` above ``value``.
-    return {"mode": "select", "key": key, "value": f"{value:g}", "function": "greater"}
+def _kept(key: str, function: str, value: float) -> dict[str, str]:
+    # metadata=mode=select passes a frame only if it carries ``key`` and it compares true.
+    return {"mode": "select", "key": key, "value": f"{value:g}", "function": function}
 
 
 # ffmpeg prints no -progress at all until every output file has written its header, and an image
@@ -192,17 +195,18 @@ def _poster(branch: Any, stills: Stills) -> list[Any]:
         _every(branch, stills.candidate_s)
         .filter("scale", stills.poster_width, stills.poster_height)
         .filter("setsar", "1")
-        .filter("format", "yuvj420p")  # JPEG's full range, measured as it will be shown
+        .filter("format", "yuv420p")  # what blackframe measures
         .filter_multi_output("split", 3)
     )
     # The fallback, for a video dark or flat throughout: the best of the unfiltered window.
     fallback = candidates.stream(1).filter("thumbnail", n=POSTER_WINDOW)
     best = (
         candidates.stream(2)
-        .filter("signalstats")
+        # amount=0: every frame is annotated with its share of black pixels, not just black ones
+        .filter("blackframe", amount=0, threshold=BLACK_LUMA)
+        .filter("metadata", **_kept("lavfi.blackframe.pblack", "less", MAX_BLACK_PERCENT))
         .filter("entropy")
-        .filter("metadata", **_above("lavfi.signalstats.YAVG", DARK_YAVG))
-        .filter("metadata", **_above("lavfi.entropy.normalized_entropy.normal.Y", FLAT_ENTROPY))
+        .filter("metadata", **_kept(ENTROPY_KEY, "greater", FLAT_ENTROPY))
         .filter("thumbnail", n=POSTER_WINDOW)
     )
     return [_first(candidates.stream(0)), _first(fallback), _first(best)]
@@ -213,7 +217,6 @@ def _sprite(branch: Any, stills: Stills) -> list[Any]:
         _every(branch, stills.interval_s)
         .filter("scale", stills.tile_width, stills.tile_height)
         .filter("setsar", "1")
-        .filter("format", "yuvj420p")
         .filter_multi_output("split", 2)
     )
     width, height = stills.sprite_size
