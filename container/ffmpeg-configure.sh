@@ -15,16 +15,17 @@ pcm_s16le,pcm_s16be,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_u8,pcm_alaw,pcm_
 PARSERS=h264,hevc,vp8,vp9,mpegvideo,mpeg4video,h263,mjpeg,aac,aac_latm,mpegaudio,ac3,opus,\
 vorbis,flac,dca
 # x264 + AAC through the tee muxer into MP4 and HLS (hls writes its fMP4 segments through the
-# mov muxer, which configure selects with it); null and framemd5 (with their default encoders)
-# for measuring.
-ENCODERS=libx264,aac,wrapped_avframe,rawvideo,pcm_s16le
-MUXERS=mp4,mov,tee,hls,null,framemd5
-# The worker's graph (split, scale, setsar, format, bwdif, fps, zscale, tonemap); what the ffmpeg
-# CLI inserts itself (aresample/aformat for -ac 2, trim for -t, transpose/hflip/vflip for
-# autorotate); the corpus test's measuring filters (signalstats, metadata, idet, volumedetect).
+# mov muxer, which configure selects with it); the poster and the thumbnail sprite as JPEG
+# (mjpeg through image2); null and framemd5 (with their default encoders) for measuring.
+ENCODERS=libx264,aac,mjpeg,wrapped_avframe,rawvideo,pcm_s16le
+MUXERS=mp4,mov,tee,hls,image2,null,framemd5
+# The worker's graph (split, scale, setsar, format, bwdif, fps, zscale, tonemap; for the stills
+# select, blackframe, entropy, metadata, thumbnail, tile, concat); what the ffmpeg CLI inserts
+# (aresample/aformat for -ac 2, trim for -t, transpose/hflip/vflip for autorotate); the corpus
+# test's measuring filters (signalstats, metadata, idet, volumedetect).
 FILTERS=split,asplit,scale,setsar,format,aformat,aresample,bwdif,yadif,fps,zscale,tonemap,\
 null,anull,trim,atrim,setpts,asetpts,transpose,hflip,vflip,copy,crop,pad,signalstats,metadata,\
-ametadata,idet,volumedetect,showinfo
+ametadata,idet,volumedetect,showinfo,select,blackframe,entropy,thumbnail,tile,concat
 PROTOCOLS=file,pipe,http,https,tcp,tls
 
 exec ./configure \

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         "master playlist under transcoded/hls/{user}/{video}/, muxed from the same encode "
         "(docs/media.md); false: MP4 renditions only, and a job needs half the scratch",
     )
+    stills: bool = Field(
+        default=True,
+        description="also write a poster JPEG and a thumbnail sprite with its WebVTT index, "
+        'from the same ffmpeg run as the renditions (docs/media.md, "Poster and thumbnails")',
+    )
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
     # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").
     scratch_reserve_bytes: int = Field(

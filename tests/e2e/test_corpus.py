@@ -6,8 +6,10 @@ ffmpeg. The renditions are then downloaded and checked with ffprobe the way a vi
 notice: codec, pixel format, displayed size, no upscaling, duration, audio/video sync, faststart,
 colour, progressive frames, frame rate; each rendition's HLS stream is fetched as a player would
 (master, media playlist, init, segments) and must match its MP4 (size, colour tags, upright,
-duration, audio), every segment starting with a keyframe; the broken cases must be FAILED on
-their first attempt with their reason code. A table of outcomes is printed (``pytest -s`` shows it).
+duration, audio), every segment starting with a keyframe; the poster, sprite and WebVTT index
+likewise (sizes, orientation, cues, tone mapping); the broken cases must be FAILED on their first
+attempt with their reason code and publish nothing. A table of outcomes is printed (``pytest -s``
+shows it).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import stills as seen
 
 from samples import corpus as corpus_module
 from samples.corpus import CASES, Case, ensure_corpus
 from transcoder.aws.clients import Clients
 from transcoder.aws.storage import Storage
 from transcoder.config import Settings
+from transcoder.domain.errors import TranscoderError
 from transcoder.domain.job import HlsRecord, hls_prefix, output_key
 from transcoder.media import hls
 from transcoder.media.verify import top_level_atoms
@@ -209,7 +213,8 @@ def check_failed(case: Case, result: dict[str, Any], keys: set[str], out: Outcom
     out.expect(error.get("code") == case.expect.reason, case.name, f"reason {error.get('code')}")
     # Decided on the first attempt (an empty upload is refused before any attempt, at enqueue).
     out.expect(result["attempts"] <= 1, case.name, f"{result['attempts']} attempts")
-    out.expect(not [k for k in keys if f"/corpus/{case.name}." in k], case.name, "outputs written")
+    written = [k for k in keys if f"/corpus/{case.name}." in k or f"/corpus/{case.name}/" in k]
+    out.expect(not written, case.name, f"outputs written: {written}")
     out.rows.append(f"| {case.name} | FAILED `{error.get('code')}` | — |")
 
 
@@ -388,6 +393,28 @@ async def check_completed(
     out.rows.append(f"| {case.name} | COMPLETED | {detail} |")
 
 
+async def check_stills(
+    case: Case, services: app.Services, folder: Path, reference_saturation: float, out: Outcomes
+) -> None:
+    """Poster, sprite and VTT published, at the top rendition's size, upright, tone-mapped."""
+    stored = await services.store.get("corpus", case.name)
+    record = stored.model_dump(mode="json") if stored else {}
+    top = max((size for size in case.expect.renditions.values() if size), key=min)
+    try:
+        found = await seen.download(services.storage, "corpus", case.name, folder)
+    except TranscoderError as exc:
+        out.expect(False, case.name, f"stills not published: {exc}")
+        return
+    tolerance = max(0.1, 2 / max(float(record["source"]["fps"]), 1))
+    for problem in seen.problems(record, found, top, tolerance):
+        out.expect(False, case.name, problem)
+    if case.expect.bt709:  # tone-mapped like the MP4s: neither washed out nor crushed
+        saturation = seen.picture_stat(found.poster, "SATAVG")
+        luma = seen.picture_stat(found.poster, "YAVG")
+        vivid = saturation >= 0.75 * reference_saturation and 48 <= luma <= 200
+        out.expect(vivid, case.name, f"poster saturation {saturation:.1f}, luma {luma:.0f}")
+
+
 @pytest.mark.slow
 async def test_every_corpus_case_through_the_worker(
     corpus: dict[str, Path],
@@ -419,6 +446,7 @@ async def test_every_corpus_case_through_the_worker(
                 out,
                 stored.hls if stored else None,
             )
+            await check_stills(case, services, tmp_path, reference_saturation, out)
     print(f"\n[corpus] {len(jobs)} jobs through one worker in {elapsed_s:.1f} s")
     print("| case | outcome | renditions |\n|---|---|---|\n" + "\n".join(out.rows))
     assert not out.problems, "\n".join(out.problems)

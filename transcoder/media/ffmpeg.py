@@ -11,6 +11,9 @@ constant-rate when the plan says so (``fps``), and converted to BT.709 SDR when 
 or BT.2020 (``zscale`` + ``tonemap``). Rotation needs no filter: ffmpeg applies the display matrix
 on decode (autorotate) and writes none to the output. ``-max_error_rate`` turns a source whose
 frames mostly fail to decode into exit status 69 (``undecodable``) instead of a glitchy rendition.
+
+The poster and the thumbnail sprite are two more branches of the same split, written as image
+outputs of the same process (``transcoder.media.stills``): no second decode.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from transcoder.media import hls
 from transcoder.media.hls import HlsOutput
 from transcoder.media.ladder import ColourIn, Plan
 from transcoder.media.probe import MAX_DECODE_ERROR_RATE
+from transcoder.media.stills import BRANCHES, Stills
+from transcoder.media.stills import outputs as still_outputs
 
 # Reading from a presigned S3 URL: seekable HTTP with range requests (moov-at-end MP4 works),
 # reconnect on network errors and on 5xx, and never hang forever on a dead socket.
@@ -103,13 +108,15 @@ def _rate_options(plan: Plan) -> dict[str, Any]:
     return options
 
 
-def _scaled(video: Any, plan: Plan) -> list[Any]:
+def _split(video: Any, count: int) -> list[Any]:
+    if count == 1:
+        return [video]
+    split = video.filter_multi_output("split", count)
+    return [split.stream(i) for i in range(count)]
+
+
+def _scaled(branches: list[Any], plan: Plan) -> list[Any]:
     """One branch per rendition: scaled to its size, square pixels, 8-bit 4:2:0."""
-    if len(plan.targets) > 1:
-        split = video.filter_multi_output("split", len(plan.targets))
-        branches = [split.stream(i) for i in range(len(plan.targets))]
-    else:
-        branches = [video]
     return [
         branch.filter("scale", target.width, target.height)
         .filter("setsar", "1")
@@ -147,16 +154,22 @@ def build_args(
     outputs: Mapping[str, Path],
     options: EncodeOptions,
     *,
-    binary: str = "ffmpeg",
     hls_output: HlsOutput | None = None,
+    stills: Stills | None = None,
+    binary: str = "ffmpeg",
 ) -> list[str]:
     """The complete ffmpeg command line for ``plan``; ``outputs`` maps rendition name -> path.
 
     With ``hls_output``, the same packets are also muxed into each rendition's HLS stream.
+    With ``stills``, two more branches of the same picture write the poster and the sprite
+    (``transcoder.media.stills``); the renditions stay the first output, so ``-progress``
+    reports their frames.
     """
     http = input_url.startswith(("http://", "https://"))
     source = ffmpeg.input(input_url, **(HTTP_INPUT_OPTIONS if http else {}))
-    streams = _scaled(_video_chain(source, plan), plan)
+    renditions = len(plan.targets)
+    branches = _split(_video_chain(source, plan), renditions + (BRANCHES if stills else 0))
+    streams = _scaled(branches[:renditions], plan)
     if plan.audio_index is not None:
         streams.append(source[str(plan.audio_index)])
     output = ffmpeg.output(
@@ -165,6 +178,8 @@ def build_args(
         format="tee",
         **_encode_options(plan, options),
     )
+    if stills is not None:
+        output = ffmpeg.merge_outputs(output, *still_outputs(branches[renditions:], stills))
     args: list[str] = output.global_args(
         "-nostdin",
         "-hide_banner",

@@ -91,6 +91,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         ffprobe_timeout_s=settings.ffprobe_timeout_s,
         source_read_timeout_s=settings.source_read_timeout_s,
         hls=settings.hls,
+        stills=settings.stills,
     )
 
 

@@ -2,8 +2,9 @@
 
 No source byte touches local disk: ffprobe and ffmpeg read the object over HTTP with range
 requests (moov-at-end MP4s work), from the worker's loopback gateway (``gateway.py``, the default)
-or from a presigned GET. Renditions are written to a per-job scratch directory that is removed in
-every outcome, cancellation included.
+or from a presigned GET. Renditions (and, with ``stills``, the poster, the thumbnail sprite and its
+WebVTT index) are written to a per-job scratch directory that is removed in every outcome,
+cancellation included.
 """
 
 from __future__ import annotations
@@ -26,17 +27,21 @@ from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import (
     HlsRecord,
     JobMessage,
+    PosterRecord,
     Published,
     Reason,
     RenditionRecord,
     RenditionStatus,
     SourceFacts,
+    ThumbnailsRecord,
     hls_prefix,
+    poster_key,
+    thumbnails_prefix,
 )
 from transcoder.domain.job import output_key as rendition_key
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
-from transcoder.media import encoder, hls, ladder, probe, verify
+from transcoder.media import encoder, hls, ladder, probe, stills, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
@@ -64,6 +69,7 @@ class PipelineConfig:
     gateway: GatewayConfig = DEFAULT_GATEWAY
     source_read_timeout_s: float = DEFAULT_GATEWAY.read_timeout_s
     hls: bool = True  # also write and publish each rendition's HLS stream from the same encode
+    stills: bool = True  # poster + thumbnail sprite from the same ffmpeg (TRANSCODER_STILLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,7 @@ class Encoded:
     outputs: dict[str, Path]
     encode_s: float
     hls_output: HlsOutput | None = None
+    stills: stills.Stills | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +187,8 @@ class Pipeline:
             published = await self._publish(message, encoded, progress, before_publish)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
-        renditions = dict(published.renditions)
-        for skipped in encoded.plan.skipped:
-            renditions[skipped.name] = RenditionRecord(
-                status=RenditionStatus.SKIPPED, reason=skipped.reason
-            )
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
-        published = published.model_copy(update={"renditions": renditions})
         return PipelineResult(source=encoded.facts, published=published)
 
     async def _encode(
@@ -226,14 +227,21 @@ class Pipeline:
         if self._config.hls:
             hls_output = HlsOutput(scratch / "hls", hls.hls_time_s(plan, media.fps))
             hls_output.prepare(plan)
-        args = build_args(url, plan, outputs, self._config.encode, hls_output=hls_output)
+        still = None
+        if self._config.stills:
+            still = stills.plan(media.duration_s, plan, verify.tolerance_s(media), scratch)
+        args = build_args(
+            url, plan, outputs, self._config.encode, hls_output=hls_output, stills=still
+        )
         progress.enter("transcode")
         encode_started = time.monotonic()
         with metrics.STAGE_DURATION.labels("transcode").time():
             await encoder.run(args, progress)
         encode_s = time.monotonic() - encode_started
         metrics.FFMPEG_SPEED.observe(media.duration_s / max(encode_s, 1e-3))
-        return Encoded(media, plan, facts, outputs, encode_s, hls_output)
+        if still is not None:
+            still.files.vtt.write_text(stills.vtt_text(still))
+        return Encoded(media, plan, facts, outputs, encode_s, hls_output=hls_output, stills=still)
 
     @contextlib.asynccontextmanager
     async def _source(
@@ -334,6 +342,46 @@ class Pipeline:
             for target in plan.targets
         }
 
+    async def _upload_stills(
+        self, message: JobMessage, still: stills.Stills | None
+    ) -> tuple[PosterRecord | None, ThumbnailsRecord | None]:
+        """Upload the checked poster, sprite and VTT with their content types."""
+        if still is None:
+            return None, None
+        prefix = thumbnails_prefix(message.user_id, message.video_id)
+        poster, sprite, vtt = await asyncio.gather(
+            self._storage.upload(
+                still.files.poster,
+                poster_key(message.user_id, message.video_id),
+                content_type=stills.JPEG_TYPE,
+            ),
+            self._storage.upload(
+                still.files.sprite, prefix + stills.SPRITE_NAME, content_type=stills.JPEG_TYPE
+            ),
+            self._storage.upload(
+                still.files.vtt, prefix + stills.VTT_NAME, content_type=stills.VTT_TYPE
+            ),
+        )
+        for uploaded in (poster, sprite, vtt):
+            metrics.OUTPUT_BYTES.inc(uploaded.size_bytes)
+        return PosterRecord(
+            key=poster.key,
+            width=still.poster_width,
+            height=still.poster_height,
+            bytes=poster.size_bytes,
+            content_type=stills.JPEG_TYPE,
+        ), ThumbnailsRecord(
+            sprite_key=sprite.key,
+            vtt_key=vtt.key,
+            interval_s=still.interval_s,
+            count=still.count,
+            tile_width=still.tile_width,
+            tile_height=still.tile_height,
+            columns=still.columns,
+            rows=still.rows,
+            bytes=sprite.size_bytes + vtt.size_bytes,
+        )
+
     # Over 40 lines: check, then upload, then record, in one place so the order (no upload
     # before the gate and the lease both passed) is visible at a glance.
     async def _publish(
@@ -343,7 +391,7 @@ class Pipeline:
         progress: Progress,
         before_publish: PublishGuard | None,
     ) -> Published:
-        """Check every rendition (and its HLS stream), then upload them to their keys."""
+        """Check every rendition, its HLS stream and the stills, then upload them."""
         plan, outputs, encode_s = encoded.plan, encoded.outputs, encoded.encode_s
         progress.enter("verify")
         # Renditions overwrite the video's output keys: only the lease owner may publish, so a
@@ -356,15 +404,21 @@ class Pipeline:
             ):
                 checked = await self._verify(outputs, encoded.media, plan)
                 streams = await self._verify_hls(encoded)
+                if encoded.stills is not None:
+                    stills.check(encoded.stills, verify.tolerance_s(encoded.media))
         progress.enter("upload")
         with metrics.STAGE_DURATION.labels("upload").time():
-            uploads = await asyncio.gather(
-                *(
-                    self._storage.upload(
-                        outputs[t.name], rendition_key(t.name, message.user_id, message.video_id)
+            uploads, (poster, thumbnails) = await asyncio.gather(
+                asyncio.gather(
+                    *(
+                        self._storage.upload(
+                            outputs[t.name],
+                            rendition_key(t.name, message.user_id, message.video_id),
+                        )
+                        for t in plan.targets
                     )
-                    for t in plan.targets
-                )
+                ),
+                self._upload_stills(message, encoded.stills),
             )
             hls_record = await self._publish_hls(message, encoded, streams)
         records: dict[str, RenditionRecord] = {}
@@ -381,7 +435,11 @@ class Pipeline:
                 bitrate_kbps=seen.bitrate_kbps,
                 encode_s=round(encode_s, 3),
             )
-        return Published(renditions=records, hls=hls_record)
+        for skipped in plan.skipped:
+            records[skipped.name] = RenditionRecord(
+                status=RenditionStatus.SKIPPED, reason=skipped.reason
+            )
+        return Published(renditions=records, poster=poster, thumbnails=thumbnails, hls=hls_record)
 
     async def _verify_hls(self, encoded: Encoded) -> list[hls.Variant]:
         """The HLS publish gate (playlists, segments, keyframes): file reads, off the loop."""
