@@ -133,8 +133,10 @@ async def test_stills_can_be_turned_off(
 
     assert record["status"] == "COMPLETED", record["error"]
     assert (record["poster"], record["thumbnails"]) == (None, None)
-    listed = await clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix="transcoded/")
-    assert [item["Key"] for item in listed["Contents"]] == ["transcoded/720p/stills/all_dark.mp4"]
+    for prefix in ("transcoded/poster/", "transcoded/thumbnails/"):
+        listed = await clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix=prefix)
+        assert listed.get("Contents", []) == [], prefix
+    await clients.s3.head_object(Bucket=settings.bucket, Key="transcoded/720p/stills/all_dark.mp4")
 
 
 async def test_the_encode_reports_progress_while_the_stills_are_pending(
