@@ -13,7 +13,7 @@ export UV_NATIVE_TLS := 1
 demo: setup
 	$(BIN)/transcoder demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -1,10 +1,11 @@
 """The demo's player page, played in a real browser: Debian's headless Chromium.
 
-One completed job's outputs (``tests/support/player_outputs.py``: real footage through plain
-ffmpeg, in the worker's layout) are uploaded to the emulator, exported by the demo's own ``--out``
-code, served on 127.0.0.1 and opened by ``tests/browser/player.mjs`` (playwright-core). The user
-would notice each assertion: the video starts, plays to its end without a media error, the
-picture changes size when a rendition is forced, and the scrubbing previews show.
+``transcoder demo --out DIR`` runs for real on a sample clip (its own embedded emulator, the
+enqueue handler, a worker, ffmpeg: the MP4s, HLS stream, poster and sprite the worker publishes),
+with a two-rung ladder of small sizes so the clip has two renditions to switch between; DIR is
+served on 127.0.0.1 and opened by ``tests/browser/player.mjs`` (playwright-core). The user would
+notice each assertion: the video starts, plays to its end without a media error, the picture
+changes size when a rendition is forced, and the scrubbing previews show.
 
 Needs ``/usr/bin/chromium`` and ``tests/browser/node_modules`` (``make browser`` installs both).
 Without them the test skips on a developer machine and fails in CI (``CI`` set).
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,14 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import player_outputs
-
-from transcoder.aws.clients import Clients
-from transcoder.aws.storage import Storage
-from transcoder.config import Settings
-from transcoder.domain.record import JobRecord
-from transcoder.ops.bootstrap import Resources
-from transcoder.ops.demo import export
 
 BROWSER = Path(__file__).resolve().parents[1] / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,14 +75,11 @@ def serving(root: Path) -> Iterator[str]:
         thread.join()
 
 
-async def upload_tree(clients: Clients, bucket: str, tree: Path) -> None:
-    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
-        await clients.s3.put_object(
-            Bucket=bucket,
-            Key=path.relative_to(tree).as_posix(),
-            Body=path.read_bytes(),
-            ContentType=player_outputs.content_type(path),
-        )
+# Two rungs below the clip's 720p, so the page has two renditions whatever the clip.
+SMALL_LADDER = [
+    {"name": "240p", "short_side": 240, "crf": 23, "maxrate_kbps": 600, "bufsize_kbps": 1200},
+    {"name": "360p", "short_side": 360, "crf": 23, "maxrate_kbps": 1000, "bufsize_kbps": 2000},
+]
 
 
 @pytest.fixture(scope="session")
@@ -98,34 +89,26 @@ def browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(
+def player_dir(
     browser: None, samples: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, JobRecord]:
-    """One completed job's objects (a folder whose paths are the S3 keys) and its record."""
-    tree = tmp_path_factory.mktemp("bucket")
-    return tree, player_outputs.build(samples["bigbuckbunny"], tree)
-
-
-@pytest.fixture
-async def player_dir(
-    outputs: tuple[Path, JobRecord],
-    clients: Clients,
-    settings: Settings,
-    resources: Resources,
-    tmp_path: Path,
 ) -> Path:
-    """A ``transcoder demo --out`` DIR for one completed job, made by the demo's own export.
-
-    The outputs come from ``player_outputs`` (plain ffmpeg, the worker's layout) until the worker
-    makes them; the assertions below read what to expect from DIR, so a real demo run can replace
-    this fixture as it is.
-    """
-    tree, record = outputs
-    await upload_tree(clients, settings.bucket, tree)
-    out = tmp_path / "out"
-    storage = Storage(clients.s3, settings.bucket)
-    page = await export(clients.s3, storage, [(record, "bigbuckbunny.mp4")], out)
-    assert page == out / "index.html"
+    """DIR as ``transcoder demo --out DIR bigbuckbunny.mp4`` leaves it, run as a user would."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANSCODER_", "AWS_"))}
+    env["TRANSCODER_LADDER"] = json.dumps(SMALL_LADDER)
+    clip = str(samples["bigbuckbunny"])
+    completed = subprocess.run(
+        [sys.executable, "-m", "transcoder", "demo", "--json", "--out", str(out), clip],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [result] = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    assert result["status"] == "COMPLETED", result
+    assert (out / "index.html").is_file()
     return out
 
 

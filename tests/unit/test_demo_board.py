@@ -161,5 +161,31 @@ def test_the_json_summary_keeps_its_fields() -> None:
         "attempts": 1,
         "error": {"code": "c", "message": "m"},
         "renditions": {},
+        "hls": None,
+        "poster": None,
+        "thumbnails": None,
         "source": None,
     }
+
+
+def test_a_result_names_the_player_outputs_the_job_published() -> None:
+    stored = record(
+        "COMPLETED",
+        100,
+        job_id="j1",
+        renditions={"720p": {"status": "COMPLETED", "width": 1280, "height": 720, "bytes": 2048}},
+        hls={"master_key": "transcoded/hls/demo/a/master.m3u8"},
+        poster={"key": "transcoded/poster/demo/a.jpg"},
+        thumbnails={"count": 6},
+    )
+    result = summary(Submitted("/in/a.mp4", "demo", "a", "raw/demo/a.mp4"), stored)
+    assert (result["hls"], result["poster"], result["thumbnails"]) == (
+        "transcoded/hls/demo/a/master.m3u8",
+        "transcoded/poster/demo/a.jpg",
+        6,
+    )
+    assert (
+        plain_table([result])
+        .splitlines()[1]
+        .endswith("720p 1280x720 2 KiB; HLS, poster, 6 thumbnails")
+    )

@@ -127,15 +127,21 @@ def result_table(results: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def outcome_of(result: Mapping[str, Any]) -> str:
-    """``720p 1280x720 1341 KiB, 1080p skipped``, or the error's code and message."""
+    """``720p 1280x720 1341 KiB, 1080p skipped; HLS, poster, 6 thumbnails``, or the error."""
     if result["error"]:
         return f"{result['error']['code']}: {result['error']['message'][:80]}"
-    return ", ".join(
+    made = ", ".join(
         f"{name} {r['width']}x{r['height']} {r['bytes'] // 1024} KiB"
         if r.get("status") == "COMPLETED"
         else f"{name} skipped"
         for name, r in result["renditions"].items()
     )
+    extras = [
+        *(["HLS"] if result.get("hls") else []),
+        *(["poster"] if result.get("poster") else []),
+        *([f"{result['thumbnails']} thumbnails"] if result.get("thumbnails") else []),
+    ]
+    return f"{made}; {', '.join(extras)}" if extras else made
 
 
 def plain_table(results: Sequence[Mapping[str, Any]]) -> str:

@@ -149,10 +149,11 @@ def serve_hint(out: Path) -> str:
 Runner = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 DESCRIPTION = """\
-Transcode uploaded videos into 720p and 1080p H.264 MP4 renditions.
+Transcode uploaded videos into 720p and 1080p H.264 renditions: MP4s, an HLS stream, a poster and
+scrubbing thumbnails, all from one ffmpeg run.
 
 Uploads land in S3 under raw/; each becomes a job on an SQS queue, a worker runs ffmpeg and writes
-the renditions under transcoded/, and every job's state is kept in a DynamoDB table. Try it with
+its outputs under transcoded/, and every job's state is kept in a DynamoDB table. Try it with
 no AWS account at all: `transcoder demo` starts a local emulator and runs everything on your
 machine.
 """

@@ -78,6 +78,10 @@ async def submit(
             table=settings.table,
             queue_url=services.queue.url,
             max_input_bytes=settings.max_input_bytes,
+            # Every rung of this worker's ladder (TRANSCODER_LADDER), as the Lambda's
+            # TRANSCODER_RENDITIONS would be set beside it: a custom ladder works locally too.
+            renditions=tuple(rung.name for rung in settings.ladder),
+            event_bus=settings.event_bus,
         ),
         endpoint_url=settings.endpoint_url,
         region=settings.region,
@@ -124,6 +128,9 @@ def summary(job: Submitted, record: dict[str, Any] | None) -> dict[str, Any]:
         "attempts": int(record.get("attempts", 0)),
         "error": {"code": error["code"], "message": error["message"]} if error else None,
         "renditions": renditions,
+        "hls": (record.get("hls") or {}).get("master_key"),
+        "poster": (record.get("poster") or {}).get("key"),
+        "thumbnails": (record.get("thumbnails") or {}).get("count"),
         "source": record.get("source"),
     }
 
