@@ -67,7 +67,9 @@ def test_with_json_the_demo_prints_one_summary_per_file(broken: Path, tmp_path: 
     (line,) = completed.stdout.splitlines()
     result = json.loads(line)
     assert line == json.dumps(result, sort_keys=True)
-    assert SUMMARY_FIELDS <= set(result) <= {*SUMMARY_FIELDS, "source"}
+    assert (
+        SUMMARY_FIELDS <= set(result) <= {*SUMMARY_FIELDS, "source", "hls", "poster", "thumbnails"}
+    )
     assert (result["status"], result["error"]["code"]) == ("FAILED", "not_a_video")
     assert "[demo] broken: FAILED" in completed.stderr.splitlines()
 
