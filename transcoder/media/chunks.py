@@ -34,6 +34,7 @@ Pure argument building and checks, tested by equality, plus thin async shells; n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -100,7 +101,7 @@ def plan_chunks(media: MediaInfo, plan: Plan, chunk_s: float) -> ChunkPlan:
     """Cut the output timeline into chunks of about ``chunk_s`` (a whole number of GOPs)."""
     rate = output_rate(plan, media)
     expected = max(1, round((media.video_duration_s or media.duration_s) * rate))
-    length = max(1, round(chunk_s * rate / plan.keyint)) * plan.keyint
+    length = max(1, math.floor(chunk_s * rate / plan.keyint + Fraction(1, 2))) * plan.keyint
     # The last boundary leaves at least one GOP after it: no sliver of a chunk, and room for the
     # container's duration to be a little off from what the decoder will find.
     starts = list(range(0, max(1, expected - plan.keyint + 1), length))

@@ -12,6 +12,7 @@ stitched MP4 carries only the first chunk's. The publish gate (``verify.check``)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -88,7 +89,7 @@ def timeline(probe: dict[str, Any], rate: Fraction) -> Timeline:
     if off_grid:
         problems.append(f"{off_grid} frames off the {float(rate):.3f} fps grid")
     dts = [int(p["dts"]) for p in packets]
-    backwards = sum(1 for a, b in zip(dts, dts[1:], strict=False) if b <= a)
+    backwards = sum(1 for a, b in itertools.pairwise(dts) if b <= a)
     if backwards:
         problems.append(f"decode timestamps not increasing at {backwards} packets")
     keyframes = tuple(sorted(i for i, p in zip(indices, packets, strict=True) if "K" in p["flags"]))
