@@ -53,6 +53,7 @@ from transcoder.media.stitch import (
     check_stitched,
     chunk_outputs,
     chunk_path,
+    cut_us,
     probe_packets,
 )
 
@@ -69,6 +70,7 @@ class Options:
     threads: int = 0
     quality: bool = True
     parallel: bool = False
+    postroll_frames: int = 0
     out: Path = DEFAULT_OUT
 
 
@@ -160,9 +162,11 @@ async def _stitch(source: Source, chunks: ChunkPlan, work: Path, audio: Path | N
     cpu_s = 0.0
     for target in source.plan.targets:
         files = [chunk_path(work, target.name, c.index) for c in chunks.chunks]
-        frames = check_chunks(target.name, [await probe_packets(f) for f in files], chunks)
+        probes = [await probe_packets(f) for f in files]
+        frames = check_chunks(target.name, probes, chunks)
+        cuts = [cut_us(p, chunks, c.frames) for p, c in zip(probes, chunks.chunks, strict=True)]
         script = work / f"{target.name}.ffconcat"
-        script.write_text(concat_list(chunks, files))
+        script.write_text(concat_list(chunks, files, cuts))
         output = work / f"chunked-{target.name}.mp4"
         args = make_stitch_args(script, audio, output)
         cpu_s += _checked(await asyncio.to_thread(run_measured, args), "stitch").cpu_s
@@ -171,9 +175,15 @@ async def _stitch(source: Source, chunks: ChunkPlan, work: Path, audio: Path | N
 
 
 async def chunked(
-    source: Source, work: Path, chunk_s: float, rep: int, threads: int, workers: int = 1
+    source: Source,
+    work: Path,
+    chunk_s: float,
+    rep: int,
+    threads: int,
+    workers: int = 1,
+    postroll_frames: int = 0,
 ) -> Run:
-    chunks = plan_chunks(source.media, source.plan, chunk_s)
+    chunks = plan_chunks(source.media, source.plan, chunk_s, postroll_frames=postroll_frames)
     options = EncodeOptions(threads=threads)
     run = Run("chunked", chunk_s, rep, workers, threads, chunks=len(chunks.chunks))
     started = time.monotonic()
@@ -336,20 +346,24 @@ async def _prepare(options: Options) -> Source:
     return Source(workload.path, media, plan)
 
 
-async def _one(source: Source, root: Path, kind: str, chunk_s: float, rep: int, **kw: int) -> Run:
+async def _one(
+    source: Source, root: Path, kind: str, chunk_s: float, rep: int, post: int, **kw: int
+) -> Run:
     work = root / f"{kind}-{chunk_s:g}-{rep}-{kw.get('workers', 1)}"
     work.mkdir(parents=True, exist_ok=True)
     threads = kw.get("threads", 0)
     if kind == "single":
         run = await single_pass(source, work, rep, threads)
     else:
-        run = await chunked(source, work, chunk_s, rep, threads, kw.get("workers", 1))
+        run = await chunked(source, work, chunk_s, rep, threads, kw.get("workers", 1), post)
     _say(_line(run))
     return run
 
 
 def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
-    chunks = plan_chunks(source.media, source.plan, options.main_chunk_s)
+    chunks = plan_chunks(
+        source.media, source.plan, options.main_chunk_s, postroll_frames=options.postroll_frames
+    )
     boundaries = [c.start_frame for c in chunks.chunks[1:]]
     results: dict[str, Any] = {}
     for target in source.plan.targets:
@@ -364,6 +378,7 @@ def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
 async def measure(options: Options) -> dict[str, Any]:
     """Every run of one invocation, in the order described in the module docstring."""
     source = await _prepare(options)
+    post = options.postroll_frames
     root = Path(tempfile.mkdtemp(prefix="bench-chunked-"))
     runs: list[Run] = []
     quality: dict[str, Any] = {}
@@ -371,17 +386,17 @@ async def measure(options: Options) -> dict[str, Any]:
         for rep in range(options.reps):
             kinds = ("single", "chunked") if rep % 2 == 0 else ("chunked", "single")
             for kind in kinds:
-                runs.append(await _one(source, root, kind, options.main_chunk_s, rep))
+                runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post))
             if rep == 0 and options.quality:
                 quality = await asyncio.to_thread(_quality, source, root, options)
         for length in options.chunk_s:
             if length != options.main_chunk_s:
-                runs.append(await _one(source, root, "chunked", length, -1))
+                runs.append(await _one(source, root, "chunked", length, -1, post))
         if options.parallel:
             for workers in (1, 2):
                 main = options.main_chunk_s
                 runs.append(
-                    await _one(source, root, "chunked", main, -2, workers=workers, threads=1)
+                    await _one(source, root, "chunked", main, -2, post, workers=workers, threads=1)
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -399,6 +414,7 @@ async def measure(options: Options) -> dict[str, Any]:
         "quality": quality,
         "parallel": _parallel([r for r in runs if r.rep == -2]),
         "valid": all(r.valid for r in runs),
+        "postroll_frames": post,
     }
 
 
@@ -425,6 +441,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result.get('command', '')}`; commit {result.get('commit', '')}; "
         f"load {result.get('machine', {}).get('load_start', '?')} -> "
         f"{result.get('machine', {}).get('load_end', '?')}; all outputs valid: {result['valid']}",
+        "",
+        f"Post-roll: {result.get('postroll_frames', 0)} frames per chunk",
         "",
         f"Single pass CPU-s: {cpu['single_cpu_s']} (median {cpu['median_single_cpu_s']})",
         "",
@@ -472,6 +490,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="ffmpeg -threads (0: ffmpeg chooses)")
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
+    p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results ({DEFAULT_OUT})")
     return p
 
@@ -487,6 +506,7 @@ def main(argv: Sequence[str]) -> int:
         threads=args.threads,
         quality=not args.no_quality,
         parallel=args.parallel,
+        postroll_frames=args.postroll,
         out=args.out,
     )
     load_start = os.getloadavg()

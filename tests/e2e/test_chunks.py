@@ -44,6 +44,8 @@ RUNGS = (
     Rung(name="360p", short_side=360, crf=23, maxrate_kbps=1_500, bufsize_kbps=3_000),
     Rung(name="540p", short_side=540, crf=23, maxrate_kbps=3_000, bufsize_kbps=6_000),
 )
+# The bit-exact frame checks need no size: the smallest rung keeps their CPU low.
+TINY = (Rung(name="180p", short_side=180, crf=23, maxrate_kbps=500, bufsize_kbps=1_000),)
 OPTIONS = EncodeOptions(threads=1)
 CHUNK_S = 4.0
 
@@ -96,12 +98,12 @@ def plan_of(media: probe.MediaInfo, rungs: tuple[Rung, ...]) -> ladder.Plan:
 
 
 async def encode_both(
-    source: Path, work: Path, rungs: tuple[Rung, ...], rewrite: Any = list
+    source: Path, work: Path, rungs: tuple[Rung, ...], rewrite: Any = list, postroll: int = 0
 ) -> Encoded:
     """A single pass and a chunked encode (chunks + audio + stitch) of the same plan."""
     media = probe.parse(await probe.run(str(source), timeout_s=60), size_bytes=1)
     plan = plan_of(media, rungs)
-    chunks = plan_chunks(media, plan, CHUNK_S)
+    chunks = plan_chunks(media, plan, CHUNK_S, postroll_frames=postroll)
     single = {t.name: work / f"single-{t.name}.mp4" for t in plan.targets}
     await encoder.run(rewrite(build_args(str(source), plan, single, OPTIONS)), Progress())
     names = [t.name for t in plan.targets]
@@ -212,12 +214,24 @@ def frame_hashes(path: Path) -> list[str]:
     return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines() if line[:1] != "#"]
 
 
-@pytest.mark.parametrize("clip", ["footage", "vfr_footage"])
+@pytest.mark.parametrize(
+    ("clip", "postroll"),
+    [("footage", 0), ("vfr_footage", 0), ("footage", 6)],
+    ids=["cfr", "vfr", "cfr-postroll-6"],
+)
 async def test_every_chunked_frame_is_the_picture_the_single_pass_shows(
-    clip: str, request: pytest.FixtureRequest, tmp_path: Path
+    clip: str, postroll: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     source: Path = request.getfixturevalue(clip)
-    both = await encode_both(source, tmp_path, RUNGS[:1], rewrite=lossless)
-    single, chunked = frame_hashes(both.single["360p"]), frame_hashes(both.chunked["360p"])
+    both = await encode_both(source, tmp_path, TINY, rewrite=lossless, postroll=postroll)
+    single, chunked = frame_hashes(both.single["180p"]), frame_hashes(both.chunked["180p"])
     assert len(single) == len(chunked) == 500  # the VFR clip is made 25 fps by the plan
     assert [i for i, (a, b) in enumerate(zip(single, chunked, strict=True)) if a != b] == []
+    # With a post-roll the chunk files hold 6 frames more; the stitch cut them at each IDR.
+    assert (
+        timeline(await probe_packets(chunk_path(tmp_path, "180p", 0)), both.chunks.rate).frames
+        == 100 + postroll
+    )
+    path, target = both.chunked["180p"], both.plan.targets[0]
+    facts = await probe.run(str(path), timeout_s=60)
+    assert verify.check(path, facts, target, both.media, both.plan).frames == 500

@@ -28,7 +28,7 @@ from transcoder.media.chunks import (
 from transcoder.media.ffmpeg import EncodeOptions
 from transcoder.media.ladder import Plan, plan
 from transcoder.media.probe import MediaInfo
-from transcoder.media.stitch import Timeline, check_chunks, check_stitched, timeline
+from transcoder.media.stitch import Timeline, check_chunks, check_stitched, cut_us, timeline
 
 BOTH = ("720p", "1080p")
 
@@ -275,3 +275,28 @@ def test_a_chunk_short_of_its_planned_frames_or_with_other_parameters_is_refused
     other[2]["streams"][0]["extradata_hash"] = "md5:y"
     with pytest.raises(OutputInvalid, match="chunk 2: extradata_hash differ from chunk 0"):
         check_chunks("720p", other, chunks)
+
+
+def test_a_post_roll_is_encoded_past_the_end_and_cut_at_the_boundary_idr() -> None:
+    source = media(duration_s=30.0, video_duration_s=30.0)
+    ladder_ = ladder_plan(source)
+    chunks = plan_chunks(source, ladder_, 6, postroll_frames=6)
+    outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
+    args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
+    assert "trim=end_pts=306:start_pts=150" in args[args.index("-filter_complex") + 1]
+    last = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[-1], outputs, EncodeOptions())
+    assert "trim=start_pts=600[s1]" in last[last.index("-filter_complex") + 1]
+    text = concat_list(
+        chunks, [Path(f"{i}.mp4") for i in range(5)], [5920000, None, None, None, None]
+    )
+    assert text.splitlines()[1:4] == ["file '0.mp4'", "duration 6000000us", "outpoint 5920000us"]
+
+
+def test_the_cut_is_the_decode_time_of_the_idr_that_opens_the_post_roll() -> None:
+    chunks = ChunkPlan(Fraction(25), 4, 12, (Chunk(0, 0, 4), Chunk(1, 4, None)), postroll_frames=2)
+    encoded = packets(0, 1, 2, 3, 4, 5, keys=(0, 4))  # dts = (i - 2) frames
+    assert cut_us(encoded, chunks, 4) == 80_000  # frame 4's dts: 2 frames = 0.08 s
+    assert cut_us(encoded, chunks, None) is None  # the last chunk is not cut
+    assert check_chunks("720p", [encoded, packets(0, 1, 2)], chunks) == [4, 3]
+    with pytest.raises(OutputInvalid, match="chunk 0: 4 frames, planned 6"):
+        check_chunks("720p", [packets(0, 1, 2, 3), packets(0, 1, 2)], chunks)

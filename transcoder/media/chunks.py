@@ -17,6 +17,10 @@ Pure argument building and checks, tested by equality, plus thin async shells; n
   picks the frame for a slot from the frames around it, ``bwdif`` reads its neighbours) therefore
   see the same frames as in a single pass. Video only, split into every rendition, the single
   pass's x264 options; one plain MP4 per rendition.
+* **Post-roll** (``postroll_frames``, default 0): a closed chunk may be encoded a few frames past
+  its end, so x264 decides its last frames with the future in its lookahead as a single pass
+  does; the stitch drops them from the IDR at the boundary on (concat ``outpoint`` at that IDR's
+  decode time: a closed GOP means nothing before the boundary decodes after it).
 * **Audio** (:func:`audio_args`): encoded once for the whole source, as in a single pass.
 * **Stitch** (:func:`stitch_args`): per rendition the concat demuxer reads the chunk MP4s and
   offsets each by the exact duration of the chunks before it (``duration`` lines in whole
@@ -81,6 +85,13 @@ class ChunkPlan:
     keyint: int
     expected_frames: int  # the video's duration at ``rate``: where the boundaries may go
     chunks: tuple[Chunk, ...]
+    # Frames encoded past a closed chunk's end and dropped at the stitch: x264 then decides the
+    # chunk's last frames with the future in its lookahead, as in a single pass (no seam there).
+    postroll_frames: int = 0
+
+    def encoded_end(self, chunk: Chunk) -> int | None:
+        """The last frame (exclusive) the chunk's encode produces, post-roll included."""
+        return None if chunk.end_frame is None else chunk.end_frame + self.postroll_frames
 
     def time_s(self, frame: int) -> Fraction:
         return frame / self.rate
@@ -97,7 +108,9 @@ def output_rate(plan: Plan, media: MediaInfo) -> Fraction:
     return Fraction(media.base_fps or media.fps).limit_denominator(_MAX_RATE_DENOMINATOR)
 
 
-def plan_chunks(media: MediaInfo, plan: Plan, chunk_s: float) -> ChunkPlan:
+def plan_chunks(
+    media: MediaInfo, plan: Plan, chunk_s: float, *, postroll_frames: int = 0
+) -> ChunkPlan:
     """Cut the output timeline into chunks of about ``chunk_s`` (a whole number of GOPs)."""
     rate = output_rate(plan, media)
     expected = max(1, round((media.video_duration_s or media.duration_s) * rate))
@@ -107,7 +120,7 @@ def plan_chunks(media: MediaInfo, plan: Plan, chunk_s: float) -> ChunkPlan:
     starts = list(range(0, max(1, expected - plan.keyint + 1), length))
     ends: list[int | None] = [*starts[1:], None]
     chunks = tuple(Chunk(i, s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True)))
-    return ChunkPlan(rate=rate, keyint=plan.keyint, expected_frames=expected, chunks=chunks)
+    return ChunkPlan(rate, plan.keyint, expected, chunks, postroll_frames)
 
 
 def _rate_text(rate: Fraction) -> str:
@@ -157,8 +170,9 @@ def chunk_args(
         # fps filter does it before the trim, so frame indices are timestamps.
         video = video.filter("fps", fps=_rate_text(chunks.rate))
     bounds = {"start_pts": chunk.start_frame}
-    if chunk.end_frame is not None:
-        bounds["end_pts"] = chunk.end_frame
+    end = chunks.encoded_end(chunk)
+    if end is not None:
+        bounds["end_pts"] = end
     video = video.filter("trim", **bounds).filter("setpts", f"PTS-{chunk.start_frame}")
     video_only = replace(plan, audio_index=None)
     output = ffmpeg.output(
@@ -196,14 +210,23 @@ def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "'\\''") + "'"
 
 
-def concat_list(chunks: ChunkPlan, paths: Sequence[Path]) -> str:
-    """The ffconcat script for one rendition's chunk files, each with its exact duration."""
+def concat_list(
+    chunks: ChunkPlan, paths: Sequence[Path], cuts_us: Sequence[int | None] | None = None
+) -> str:
+    """The ffconcat script for one rendition's chunk files, each with its exact duration.
+
+    ``cuts_us``: per chunk, the decode time (in the chunk file) of the post-roll's first packet,
+    the IDR at the boundary: the concat demuxer drops every packet from that decode time on.
+    """
     lines = ["ffconcat version 1.0"]
-    for chunk, path in zip(chunks.chunks, paths, strict=True):
+    cuts = cuts_us if cuts_us is not None else [None] * len(paths)
+    for chunk, path, cut in zip(chunks.chunks, paths, cuts, strict=True):
         lines.append(f"file {_quoted(path)}")
         if chunk.end_frame is not None:
             duration = chunks.offset_us(chunk.end_frame) - chunks.offset_us(chunk.start_frame)
             lines.append(f"duration {duration}us")
+        if cut is not None:
+            lines.append(f"outpoint {cut}us")
     return "\n".join(lines) + "\n"
 
 

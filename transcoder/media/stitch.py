@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,22 +113,38 @@ def _stream(probe: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_chunks(name: str, probes: Sequence[dict[str, Any]], chunks: ChunkPlan) -> list[int]:
-    """Frames in each chunk of rendition ``name``; OutputInvalid if one is not as planned."""
+    """Frames each chunk of rendition ``name`` contributes (post-roll excluded); OutputInvalid if
+    one is not as planned."""
     problems: list[str] = []
     frames: list[int] = []
     first = _stream(probes[0]) if probes else {}
     for chunk, probe in zip(chunks.chunks, probes, strict=True):
         line = timeline(probe, chunks.rate)
-        frames.append(line.frames)
+        frames.append(line.frames if chunk.frames is None else chunk.frames)
         problems += [f"chunk {chunk.index}: {p}" for p in line.problems]
-        if chunk.frames is not None and line.frames != chunk.frames:
-            problems.append(f"chunk {chunk.index}: {line.frames} frames, planned {chunk.frames}")
+        encoded = None if chunk.frames is None else chunk.frames + chunks.postroll_frames
+        if encoded is not None and line.frames != encoded:
+            problems.append(f"chunk {chunk.index}: {line.frames} frames, planned {encoded}")
         differing = [k for k in SHARED_PARAMETERS if _stream(probe).get(k) != first.get(k)]
         if differing:
             problems.append(f"chunk {chunk.index}: {', '.join(differing)} differ from chunk 0")
     if problems:
         raise OutputInvalid(f"{name} chunks: " + "; ".join(problems))
     return frames
+
+
+def cut_us(probe: dict[str, Any], chunks: ChunkPlan, frames: int | None) -> int | None:
+    """Where the post-roll starts in decode time (whole microseconds, rounded down so the IDR at
+    frame ``frames`` is dropped and the frame decoded before it is kept); None: nothing to cut."""
+    if frames is None or not chunks.postroll_frames:
+        return None
+    packets = [p for p in probe.get("packets", []) if "pts" in p and "dts" in p]
+    time_base = Fraction(str(_stream(probe)["time_base"]))
+    first = min(int(p["pts"]) for p in packets)
+    for packet in packets:
+        if (int(packet["pts"]) - first) * time_base * chunks.rate == frames:
+            return math.floor(int(packet["dts"]) * time_base * 1_000_000)
+    raise OutputInvalid(f"no frame {frames} to cut the post-roll at")
 
 
 def check_stitched(name: str, probe: dict[str, Any], chunks: ChunkPlan, frames: int) -> Timeline:
@@ -175,8 +192,9 @@ async def stitch(
     """Check one rendition's chunks, join them with the audio into ``output``, check the seams."""
     probes = [await probe_packets(path) for path in chunk_files]
     frames = check_chunks(name, probes, chunks)
+    cuts = [cut_us(p, chunks, c.frames) for p, c in zip(probes, chunks.chunks, strict=True)]
     script = output.with_suffix(".ffconcat")
-    script.write_text(concat_list(chunks, chunk_files))
+    script.write_text(concat_list(chunks, chunk_files, cuts))
     await encoder.run(stitch_args(script, audio, output, binary=binary), Progress())
     return check_stitched(name, await probe_packets(output), chunks, sum(frames))
 
