@@ -1,5 +1,7 @@
 """``python -m benchmarks run [--quick] [options]``: see docs/benchmarks.md.
 
+``python -m benchmarks chunked [options]``: chunked vs single pass (``benchmarks/chunked.py``).
+
 Writes ``benchmarks/results/<date>-<commit>.json``, ``.md`` and PNG plots (or under ``--out``),
 prints the markdown tables on stdout, and shows live progress on stderr. Exit status 0 when every
 run produced valid outputs, 1 otherwise (targets never change the exit status).
@@ -122,6 +124,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["chunked"]:
+        from benchmarks import chunked
+
+        return chunked.main(raw[1:])
     options = options_from(parser().parse_args(raw))
     command = shlex.join(["python", "-m", "benchmarks", *raw])
     # The emulator accepts any credentials; never let a developer's real ones reach a request.
