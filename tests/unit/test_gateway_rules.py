@@ -15,7 +15,8 @@ from transcoder.aws.gateway import RangeNotSatisfiable, SourceGateway, parse_ran
 from transcoder.aws.storage import Storage
 from transcoder.domain.errors import AwsUnavailable, InputRejected, TranscoderError
 from transcoder.domain.job import Reason
-from transcoder.runtime.pipeline import Encoded, from_source
+from transcoder.runtime.pipeline import from_source
+from transcoder.runtime.publish import Encoded
 
 
 def test_range_headers_parse_like_s3() -> None:

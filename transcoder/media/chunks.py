@@ -52,6 +52,7 @@ from transcoder.media.ffmpeg import (
     EncodeOptions,
     _encode_options,
     _scaled,
+    _split,
     _video_chain,
 )
 from transcoder.media.ladder import Plan
@@ -176,7 +177,7 @@ def chunk_args(
     video = video.filter("trim", **bounds).filter("setpts", f"PTS-{chunk.start_frame}")
     video_only = replace(plan, audio_index=None)
     output = ffmpeg.output(
-        *_scaled(video, plan),
+        *_scaled(_split(video, len(plan.targets)), plan),
         _chunk_tee_spec(plan, outputs),
         format="tee",
         **_encode_options(video_only, options),

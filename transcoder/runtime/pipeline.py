@@ -2,9 +2,10 @@
 
 No source byte touches local disk: ffprobe and ffmpeg read the object over HTTP with range
 requests (moov-at-end MP4s work), from the worker's loopback gateway (``gateway.py``, the default)
-or from a presigned GET. Renditions (and, with ``stills``, the poster, the thumbnail sprite and its
-WebVTT index) are written to a per-job scratch directory that is removed in every outcome,
-cancellation included.
+or from a presigned GET. Every output (the MP4 renditions, their HLS streams, the poster, the
+thumbnail sprite and its WebVTT index, all from one ffmpeg run) is written to a per-job scratch
+directory that is removed in every outcome, cancellation included; ``publish.py`` gates and
+uploads them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -25,27 +27,18 @@ from transcoder.aws.gateway import GatewayConfig, SourceGateway
 from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import (
-    HlsRecord,
     JobMessage,
-    PosterRecord,
     Published,
     Reason,
-    RenditionRecord,
-    RenditionStatus,
     SourceFacts,
-    ThumbnailsRecord,
-    hls_prefix,
-    poster_key,
-    thumbnails_prefix,
 )
-from transcoder.domain.job import output_key as rendition_key
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
 from transcoder.media import encoder, hls, ladder, probe, stills, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
-from transcoder.runtime import stream
+from transcoder.runtime.publish import Encoded, Fence, Publisher
 
 if TYPE_CHECKING:
     from transcoder.runtime.ports import StoragePort
@@ -73,19 +66,6 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Encoded:
-    """What the encode left in scratch, and the facts and plan it was made from."""
-
-    media: probe.MediaInfo
-    plan: ladder.Plan
-    facts: SourceFacts
-    outputs: dict[str, Path]
-    encode_s: float
-    hls_output: HlsOutput | None = None
-    stills: stills.Stills | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class PipelineResult:
     source: SourceFacts
     published: Published
@@ -110,21 +90,6 @@ def source_facts(media: probe.MediaInfo) -> SourceFacts:
         pix_fmt=media.pix_fmt,
         container=media.container,
     )
-
-
-@contextlib.asynccontextmanager
-async def alongside(work: Awaitable[None] | None) -> AsyncIterator[None]:
-    """Run ``work`` while the block runs; it must succeed too. Cancelled if the block fails."""
-    task = asyncio.ensure_future(work) if work is not None else None
-    try:
-        yield
-    except BaseException:
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        raise
-    if task is not None:
-        await task
 
 
 class SourceReads(Protocol):
@@ -166,6 +131,7 @@ class Pipeline:
     def __init__(self, storage: StoragePort, config: PipelineConfig) -> None:
         self._storage = storage
         self._config = config
+        self._publisher = Publisher(storage, ffprobe_timeout_s=config.ffprobe_timeout_s)
 
     async def run(
         self,
@@ -184,7 +150,11 @@ class Pipeline:
             async with self._source(message, info) as (url, gateway):
                 stage = self._encode(message, url, info, scratch, progress, on_source)
                 encoded = await from_source(stage, gateway)
-            published = await self._publish(message, encoded, progress, before_publish)
+            # The fence: the lease is still ours and the upload still exists (see publish.py).
+            fences: list[Fence] = [partial(self._still_uploaded, message)]
+            if before_publish is not None:
+                fences.insert(0, before_publish)
+            published = await self._publisher.publish(message, encoded, progress, fences)
         finally:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
         metrics.SOURCE_BYTES.inc(info.size_bytes)
@@ -323,140 +293,3 @@ class Pipeline:
                 reason=Reason.SOURCE_CHANGED,
             )
         return info
-
-    async def _verify(
-        self, outputs: dict[str, Path], media: probe.MediaInfo, plan: ladder.Plan
-    ) -> dict[str, verify.Verified]:
-        """Probe every rendition; a source cut short fails first, then the publish gate."""
-        probes = await asyncio.gather(
-            *(
-                probe.run(str(outputs[t.name]), timeout_s=self._config.ffprobe_timeout_s)
-                for t in plan.targets
-            )
-        )  # in parallel: each ffprobe is mostly process start-up
-        facts = {target.name: found for target, found in zip(plan.targets, probes, strict=True)}
-        for found in facts.values():
-            verify.check_complete(found, media)
-        return {
-            target.name: verify.check(outputs[target.name], facts[target.name], target, media, plan)
-            for target in plan.targets
-        }
-
-    async def _upload_stills(
-        self, message: JobMessage, still: stills.Stills | None
-    ) -> tuple[PosterRecord | None, ThumbnailsRecord | None]:
-        """Upload the checked poster, sprite and VTT with their content types."""
-        if still is None:
-            return None, None
-        prefix = thumbnails_prefix(message.user_id, message.video_id)
-        poster, sprite, vtt = await asyncio.gather(
-            self._storage.upload(
-                still.files.poster,
-                poster_key(message.user_id, message.video_id),
-                content_type=stills.JPEG_TYPE,
-            ),
-            self._storage.upload(
-                still.files.sprite, prefix + stills.SPRITE_NAME, content_type=stills.JPEG_TYPE
-            ),
-            self._storage.upload(
-                still.files.vtt, prefix + stills.VTT_NAME, content_type=stills.VTT_TYPE
-            ),
-        )
-        for uploaded in (poster, sprite, vtt):
-            metrics.OUTPUT_BYTES.inc(uploaded.size_bytes)
-        return PosterRecord(
-            key=poster.key,
-            width=still.poster_width,
-            height=still.poster_height,
-            bytes=poster.size_bytes,
-            content_type=stills.JPEG_TYPE,
-        ), ThumbnailsRecord(
-            sprite_key=sprite.key,
-            vtt_key=vtt.key,
-            interval_s=still.interval_s,
-            count=still.count,
-            tile_width=still.tile_width,
-            tile_height=still.tile_height,
-            columns=still.columns,
-            rows=still.rows,
-            bytes=sprite.size_bytes + vtt.size_bytes,
-        )
-
-    # Over 40 lines: check, then upload, then record, in one place so the order (no upload
-    # before the gate and the lease both passed) is visible at a glance.
-    async def _publish(
-        self,
-        message: JobMessage,
-        encoded: Encoded,
-        progress: Progress,
-        before_publish: PublishGuard | None,
-    ) -> Published:
-        """Check every rendition, its HLS stream and the stills, then upload them."""
-        plan, outputs, encode_s = encoded.plan, encoded.outputs, encoded.encode_s
-        progress.enter("verify")
-        # Renditions overwrite the video's output keys: only the lease owner may publish, so a
-        # worker that lost its job (or an older upload's job) never replaces newer outputs. The
-        # lease is confirmed while the renditions are checked: both must pass before any upload.
-        with metrics.STAGE_DURATION.labels("verify").time():
-            async with (
-                alongside(before_publish() if before_publish is not None else None),
-                alongside(self._still_uploaded(message)),
-            ):
-                checked = await self._verify(outputs, encoded.media, plan)
-                streams = await self._verify_hls(encoded)
-                if encoded.stills is not None:
-                    stills.check(encoded.stills, verify.tolerance_s(encoded.media))
-        progress.enter("upload")
-        with metrics.STAGE_DURATION.labels("upload").time():
-            uploads, (poster, thumbnails) = await asyncio.gather(
-                asyncio.gather(
-                    *(
-                        self._storage.upload(
-                            outputs[t.name],
-                            rendition_key(t.name, message.user_id, message.video_id),
-                        )
-                        for t in plan.targets
-                    )
-                ),
-                self._upload_stills(message, encoded.stills),
-            )
-            hls_record = await self._publish_hls(message, encoded, streams)
-        records: dict[str, RenditionRecord] = {}
-        for target, uploaded in zip(plan.targets, uploads, strict=True):
-            seen = checked[target.name]
-            metrics.OUTPUT_BYTES.inc(uploaded.size_bytes)
-            records[target.name] = RenditionRecord(
-                status=RenditionStatus.COMPLETED,
-                key=uploaded.key,
-                width=seen.width,
-                height=seen.height,
-                duration_s=seen.duration_s,
-                bytes=uploaded.size_bytes,
-                bitrate_kbps=seen.bitrate_kbps,
-                encode_s=round(encode_s, 3),
-            )
-        for skipped in plan.skipped:
-            records[skipped.name] = RenditionRecord(
-                status=RenditionStatus.SKIPPED, reason=skipped.reason
-            )
-        return Published(renditions=records, poster=poster, thumbnails=thumbnails, hls=hls_record)
-
-    async def _verify_hls(self, encoded: Encoded) -> list[hls.Variant]:
-        """The HLS publish gate (playlists, segments, keyframes): file reads, off the loop."""
-        if encoded.hls_output is None:
-            return []
-        folder = encoded.hls_output.folder
-        return await asyncio.to_thread(hls.check, folder, encoded.media, encoded.plan)
-
-    async def _publish_hls(
-        self, message: JobMessage, encoded: Encoded, streams: list[hls.Variant]
-    ) -> HlsRecord | None:
-        if encoded.hls_output is None or not streams:
-            return None
-        return await stream.publish(
-            self._storage,
-            streams,
-            encoded.hls_output.folder,
-            hls_prefix(message.user_id, message.video_id),
-            segment_s=hls.gop_s(encoded.plan, encoded.media.fps),
-        )

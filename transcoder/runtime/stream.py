@@ -21,6 +21,7 @@ from transcoder.domain.errors import TranscoderError
 from transcoder.domain.job import HlsRecord, HlsVariant
 from transcoder.logs import get_logger
 from transcoder.media import hls
+from transcoder.runtime.tasks import all_or_none
 
 if TYPE_CHECKING:
     from transcoder.runtime.ports import StoragePort
@@ -53,8 +54,8 @@ async def publish(
 
     media = [path for variant in variants for path in variant.files[:-1]]
     playlists = [variant.files[-1] for variant in variants]
-    await asyncio.gather(*(put(path) for path in media))
-    await asyncio.gather(*(put(path) for path in playlists))
+    await all_or_none(*(put(path) for path in media))
+    await all_or_none(*(put(path) for path in playlists))
     master = hls_dir / hls.MASTER
     master.write_text(hls.master_playlist(list(variants)))
     await put(master)
