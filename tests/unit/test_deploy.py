@@ -472,6 +472,18 @@ def test_bucket_is_private_encrypted_tls_only_versioned_and_reaps_multipart(
     assert template["Resources"]["MediaBucket"]["DeletionPolicy"] == "Retain"
 
 
+def test_player_origins_get_cors_for_reading_only_when_set(template: dict[str, Any]) -> None:
+    """hls.js fetches the stream cross-origin: the app's origins may GET/HEAD, nothing else."""
+    condition, when_set, otherwise = props(template, "MediaBucket")["CorsConfiguration"]["Fn::If"]
+    assert condition == "HasPlayerOrigins"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    (rule,) = when_set["CorsRules"]
+    assert rule["AllowedMethods"] == ["GET", "HEAD"]
+    assert rule["AllowedOrigins"] == {"Ref": "PlayerOrigins"}
+    assert "Content-Range" in rule["ExposedHeaders"]
+    assert template["Parameters"]["PlayerOrigins"]["Default"] == ""
+
+
 def test_raw_uploads_invoke_the_enqueue_lambda(template: dict[str, Any]) -> None:
     function = props(template, "EnqueueFunction")
     assert function["Handler"] == "enqueue_lambda.handler.handler"
