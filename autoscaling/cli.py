@@ -142,7 +142,13 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    autoscale = sub.add_parser("autoscale", help="queue-depth scaling for the ECS service")
+    autoscale = sub.add_parser(
+        "autoscale",
+        help="queue-depth scaling for the ECS service",
+        description="Read the jobs queue's depth and the service's running tasks, decide the "
+        "fleet size (docs/scaling.md), publish it as CloudWatch metrics and, with --direct, set "
+        "the service's desired count. `sample` does it once; `run` every --interval seconds.",
+    )
     commands = autoscale.add_subparsers(dest="autoscale_command", required=True)
     once = commands.add_parser("sample", help="sample once: read, decide, publish (and scale)")
     add_policy_flags(once)

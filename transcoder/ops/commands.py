@@ -280,31 +280,52 @@ async def run_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    status = sub.add_parser("status", help="show a job record, or list jobs in a state")
-    status.add_argument("video_id", nargs="?")
+    status = sub.add_parser(
+        "status",
+        help="show a job record, or list jobs in a state",
+        description="With VIDEO_ID: that job's record (status, attempts, error, renditions, HLS, "
+        "poster, thumbnails). With --status: the jobs in that state, oldest update first, from "
+        "the table's status index (e.g. --status PROCESSING --older-than 30m finds stuck ones).",
+    )
+    status.add_argument("video_id", nargs="?", help="the video id (the raw/ key's file name stem)")
     status.add_argument("--user", default="demo", help="the upload's user id (default: demo)")
-    status.add_argument("--status", dest="state", choices=[s.value for s in Status])
+    status.add_argument(
+        "--status", dest="state", choices=[s.value for s in Status], help="list jobs in this state"
+    )
     status.add_argument("--older-than", type=parse_duration, help="e.g. 30m: not updated since")
-    status.add_argument("--limit", type=int, default=100)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
     status.set_defaults(run=run_status)
 
-    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(required=True)
+    dlq = sub.add_parser(
+        "dlq",
+        help="the dead-letter queue",
+        description="A message received TRANSCODER_MAX_RECEIVE_COUNT times (3) without settling "
+        "lands in the dead-letter queue. `list` shows those messages with their jobs; `redrive` "
+        'moves them back to the jobs queue once the cause is fixed (docs/operations.md, "Dead '
+        'letters").',
+    ).add_subparsers(required=True, metavar="{list,redrive}")
     listing = dlq.add_parser("list", help="show dead-lettered messages and their jobs")
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(run=run_dlq_list)
     move = dlq.add_parser("redrive", help="move dead-lettered messages back to the jobs queue")
     which = move.add_mutually_exclusive_group(required=True)
     which.add_argument("--job", help="only this job's message(s)")
-    which.add_argument("--all", action="store_true")
+    which.add_argument("--all", action="store_true", help="every message")
     move.add_argument("--resend", action="store_true", help="never use the message-move task")
     move.add_argument("--limit", type=int, default=1000, help="at most this many messages")
-    move.add_argument("--json", action="store_true")
+    move.add_argument("--json", action="store_true", help="JSON instead of a table")
     move.set_defaults(run=run_dlq_redrive)
 
-    retry = sub.add_parser("retry", help="re-send a FAILED job whose cause was retryable")
-    retry.add_argument("video_id")
+    retry = sub.add_parser(
+        "retry",
+        help="re-send a FAILED job whose cause was retryable",
+        description="Put a FAILED job whose error is retryable (retries_exhausted, aws_error, "
+        "output_invalid, ...) back to QUEUED and send the job message its record holds. A "
+        "permanent failure (a bad upload) is refused: upload the video again instead.",
+    )
+    retry.add_argument("video_id", help="the video id (the raw/ key's file name stem)")
     retry.add_argument("--user", default="demo", help="the upload's user id (default: demo)")
-    retry.add_argument("--json", action="store_true")
+    retry.add_argument("--json", action="store_true", help="JSON instead of a table")
     retry.set_defaults(run=run_retry)
