@@ -42,6 +42,7 @@ from typing import Any
 
 from benchmarks.measurement import Finished, run_measured
 from benchmarks.publish import DEFAULT_OUT, commit, machine
+from benchmarks.quality import VMAF_MODEL, find_vmaf_ffmpeg
 from samples.workloads import ensure_workload
 from transcoder.domain.rungs import DEFAULT_LADDER
 from transcoder.media import ladder, probe, verify
@@ -71,6 +72,7 @@ class Options:
     quality: bool = True
     parallel: bool = False
     postroll_frames: int = 0
+    vmaf_ffmpeg: str | None = None  # an ffmpeg with libvmaf: per-frame VMAF beside PSNR/SSIM
     out: Path = DEFAULT_OUT
 
 
@@ -261,6 +263,36 @@ def score(
     }
 
 
+def vmaf_frames(log: str) -> list[float]:
+    """One VMAF score per frame from libvmaf's JSON log (pure)."""
+    return [float(frame["metrics"]["vmaf"]) for frame in json.loads(log)["frames"]]
+
+
+def vmaf_scores(
+    binary: str,
+    renditions: dict[str, Path],
+    source: Path,
+    width: int,
+    height: int,
+    work: Path,
+) -> dict[str, list[float]]:
+    """Per-frame VMAF (``VMAF_MODEL``) of each rendition against the source at its size."""
+    reference = f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p,setpts=PTS-STARTPTS"
+    scores = {}
+    for kind, rendition in renditions.items():
+        log = work / f"{kind}-vmaf.json"
+        graph = (
+            f"[0:v]format=yuv420p,setpts=PTS-STARTPTS[d];[1:v]{reference}[r];"
+            f"[d][r]libvmaf=model=version={VMAF_MODEL}:log_fmt=json:log_path={log}"
+            f":n_threads={os.cpu_count() or 1}"
+        )
+        command = [binary, "-hide_banner", "-nostdin", "-loglevel", "error"]
+        command += ["-i", str(rendition), "-i", str(source), "-filter_complex", graph]
+        subprocess.run([*command, "-f", "null", "-"], check=True, capture_output=True, timeout=7200)
+        scores[f"{kind}-vmaf"] = vmaf_frames(log.read_text())
+    return scores
+
+
 def quality_summary(
     scores: dict[str, list[float]], boundaries: Sequence[int]
 ) -> dict[str, float | int]:
@@ -271,7 +303,7 @@ def quality_summary(
         summary[f"{key}_mean"] = round(_mean(values), 4)
         summary[f"{key}_boundary_mean"] = round(_mean(around), 4)
         summary[f"{key}_worst_boundary_delta"] = round(min(around) - _mean(values), 4)
-    for metric in ("psnr", "ssim"):
+    for metric in [m for m in ("psnr", "ssim", "vmaf") if f"single-{m}" in scores]:
         chunked_minus_single = summary[f"chunked-{metric}_mean"] - summary[f"single-{metric}_mean"]
         summary[f"{metric}_chunked_minus_single"] = round(chunked_minus_single, 4)
         # A seam is where chunked falls behind the single pass more than it does on average.
@@ -371,6 +403,11 @@ def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
         single = root / f"single-{options.main_chunk_s:g}-0-1" / f"single-{target.name}.mp4"
         chunk = root / f"chunked-{options.main_chunk_s:g}-0-1" / f"chunked-{target.name}.mp4"
         scores = score(single, chunk, source.path, target.width, target.height, root)
+        if options.vmaf_ffmpeg is not None:
+            _say(f"  scoring {target.name} (VMAF per frame: {options.vmaf_ffmpeg})")
+            renditions = {"single": single, "chunked": chunk}
+            size = (target.width, target.height)
+            scores |= vmaf_scores(options.vmaf_ffmpeg, renditions, source.path, *size, root)
         results[target.name] = quality_summary(scores, boundaries)
     return results
 
@@ -471,6 +508,20 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{q['chunked-psnr_worst_boundary_delta']:+.3f} dB | "
                 f"{q['psnr_worst_seam']:+.3f} dB / {q['ssim_worst_seam']:+.5f} |"
             )
+        vmaf = {name: q for name, q in result["quality"].items() if "single-vmaf_mean" in q}
+        if vmaf:
+            lines += [
+                "",
+                f"| rendition | VMAF single | chunked | diff | frames around boundaries "
+                f"({WINDOW} before, {WINDOW} after), chunked | worst seam VMAF |",
+                "|---|---|---|---|---|---|",
+            ]
+        for name, q in vmaf.items():
+            lines.append(
+                f"| {name} | {q['single-vmaf_mean']:.3f} | {q['chunked-vmaf_mean']:.3f} | "
+                f"**{q['vmaf_chunked_minus_single']:+.3f}** | "
+                f"{q['chunked-vmaf_boundary_mean']:.3f} | {q['vmaf_worst_seam']:+.3f} |"
+            )
     if result["parallel"]:
         par = result["parallel"]
         lines += [
@@ -491,6 +542,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
     p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
+    p.add_argument(
+        "--vmaf-ffmpeg",
+        help="an ffmpeg with libvmaf for per-frame VMAF (default: search PATH, imageio-ffmpeg)",
+    )
+    p.add_argument("--no-vmaf", action="store_true", help="PSNR/SSIM only")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results ({DEFAULT_OUT})")
     return p
 
@@ -507,6 +563,7 @@ def main(argv: Sequence[str]) -> int:
         quality=not args.no_quality,
         parallel=args.parallel,
         postroll_frames=args.postroll,
+        vmaf_ffmpeg=None if args.no_vmaf else find_vmaf_ffmpeg(args.vmaf_ffmpeg),
         out=args.out,
     )
     load_start = os.getloadavg()

@@ -12,6 +12,7 @@ from benchmarks.chunked import (
     per_frame,
     quality_summary,
     summarise,
+    vmaf_frames,
 )
 
 PSNR_LOG = (
@@ -60,3 +61,26 @@ def test_the_main_length_is_paired_per_repetition_and_the_sweep_uses_the_median_
     assert six["ratio"] == round((1.03 + 98 / 90) / 2, 4)
     assert six["ratio_kind"] == "median of paired repetitions"
     assert (twenty["ratio"], twenty["ratio_kind"]) == (1.0, "vs median single")
+
+
+def test_vmaf_per_frame_comes_from_libvmafs_json_log_and_gets_its_own_seam_figure() -> None:
+    log = (
+        '{"version": "2.3.1", "frames": [{"frameNum": 0, "metrics": {"integer_motion": 0.0, '
+        '"vmaf": 95.5}}, {"frameNum": 1, "metrics": {"vmaf": 94.25}}], "pooled_metrics": {}}'
+    )
+    assert vmaf_frames(log) == [95.5, 94.25]
+    flat = [0.9] * 20
+    summary = quality_summary(
+        {
+            "single-psnr": [40.0] * 20,
+            "chunked-psnr": [40.0] * 20,
+            "single-ssim": flat,
+            "chunked-ssim": flat,
+            "single-vmaf": [95.0] * 20,
+            "chunked-vmaf": [95.0] * 8 + [91.0] + [95.0] * 11,
+        },
+        [8, 16],
+    )
+    assert summary["vmaf_chunked_minus_single"] == -0.2
+    assert summary["vmaf_worst_seam"] == -0.8  # -1.0 around frame 8, less the -0.2 average
+    assert "psnr_worst_seam" in summary
