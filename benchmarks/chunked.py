@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import json
 import os
 import re
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measurement import Finished, run_measured
-from benchmarks.publish import DEFAULT_OUT, commit, machine
+from benchmarks.publish import DEFAULT_OUT, record
 from benchmarks.quality import VMAF_MODEL, find_vmaf_ffmpeg
 from samples.workloads import ensure_workload
 from transcoder.domain.rungs import DEFAULT_LADDER
@@ -568,14 +567,4 @@ def main(argv: Sequence[str]) -> int:
     )
     load_start = os.getloadavg()
     result = asyncio.run(measure(options))
-    result["command"] = " ".join(["python -m benchmarks chunked", *argv])
-    result["commit"] = commit()
-    result["machine"] = machine(load_start)
-    text = markdown(result)
-    stem = f"{datetime.date.today().isoformat()}-{result['commit']}-chunked"
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (options.out / f"{stem}.md").write_text(text)
-    print(text)
-    print(f"wrote {options.out / stem}.json and .md", file=sys.stderr)
-    return 0 if result["valid"] else 1
+    return record("chunked", argv, result, markdown, options.out, load_start)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
-import json
 import os
 import shutil
 import statistics
@@ -38,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measurement import run_measured
-from benchmarks.publish import DEFAULT_OUT, commit, machine
+from benchmarks.publish import DEFAULT_OUT, record
 from samples.workloads import WORKLOADS, ensure_workload
 from transcoder.domain.rungs import DEFAULT_LADDER
 from transcoder.media import hls, ladder, probe, stills, verify
@@ -308,14 +306,4 @@ def main(argv: Sequence[str]) -> int:
     )
     load_start = os.getloadavg()
     result = asyncio.run(measure(options))
-    result["command"] = " ".join(["python -m benchmarks outputs", *argv])
-    result["commit"] = commit()
-    result["machine"] = machine(load_start)
-    text = markdown(result)
-    stem = f"{datetime.date.today().isoformat()}-{result['commit']}-outputs"
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (options.out / f"{stem}.md").write_text(text)
-    print(text)
-    print(f"wrote {options.out / stem}.json and .md", file=sys.stderr)
-    return 0 if result["valid"] else 1
+    return record("outputs", argv, result, markdown, options.out, load_start)

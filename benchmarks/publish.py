@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,31 @@ def machine(load_start: tuple[float, ...]) -> dict[str, Any]:
         "load_start": " ".join(f"{v:.2f}" for v in load_start),
         "load_end": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
+
+
+def record(
+    name: str,
+    argv: Sequence[str],
+    result: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    out: Path,
+    load_start: tuple[float, ...],
+) -> int:
+    """Stamp a side-by-side run (``python -m benchmarks NAME``) and write its JSON and markdown.
+
+    Prints the tables; the exit status is 0 when every output of the run was valid.
+    """
+    result["command"] = " ".join([f"python -m benchmarks {name}", *argv])
+    result["commit"] = commit()
+    result["machine"] = machine(load_start)
+    text = render(result)
+    stem = f"{datetime.date.today().isoformat()}-{result['commit']}-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+    print(f"wrote {out / stem}.json and .md", file=sys.stderr)
+    return 0 if result["valid"] else 1
 
 
 def summaries_of(outcome: Outcome, options: Options) -> list[Summary]:
