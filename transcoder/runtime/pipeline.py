@@ -72,7 +72,7 @@ class PipelineResult:
 
 
 SourceCallback = Callable[[SourceFacts], Awaitable[None]]
-PublishGuard = Callable[[], Awaitable[None]]
+PublishGuard = Fence  # what the worker passes: its lease check before anything is uploaded
 
 
 def source_facts(media: probe.MediaInfo) -> SourceFacts:
