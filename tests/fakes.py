@@ -24,6 +24,7 @@ from transcoder.domain.errors import InputRejected, LeaseLost
 from transcoder.domain.job import (
     ErrorInfo,
     JobMessage,
+    PartsRecord,
     Published,
     RawKey,
     Reason,
@@ -151,6 +152,10 @@ class FakeQueue:
     async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
         await self._call("dead_letter", reason)
 
+    async def send(self, body: str, *, delay_s: int = 0) -> str:
+        await self._call("send", body)
+        return f"sent-{len(self.calls)}"
+
 
 @dataclass
 class FakeStore:
@@ -205,7 +210,7 @@ class FakeStore:
         if isinstance(decision, Refusal):
             return decision
         self.calls.append(("claim", owner))
-        return transitions.lease_of(decision.record)
+        return transitions.lease_of(decision.record, message.part.index if message.part else None)
 
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
         await self._fenced(
@@ -252,6 +257,24 @@ class FakeStore:
             lambda r: transitions.hand_back(r, lease, error, self.clock()),
         )
 
+    async def split(self, lease: Lease, plan: PartsRecord) -> JobRecord:
+        return await self._fenced(
+            "split",
+            lease,
+            len(plan.states),
+            lambda r: transitions.split(r, lease, plan, self.clock()),
+        )
+
+    async def fanned_out(self, lease: Lease) -> None:
+        await self._fenced(
+            "fanned_out", lease, None, lambda r: transitions.fanned_out(r, lease, self.clock())
+        )
+
+    async def part_done(self, lease: Lease) -> JobRecord:
+        return await self._fenced(
+            "part_done", lease, lease.part, lambda r: transitions.part_done(r, lease, self.clock())
+        )
+
 
 @dataclass
 class FakeEvents:
@@ -289,6 +312,29 @@ class FakePipeline:
             await asyncio.sleep(self.hang_s)
         if isinstance(self.behaviour, BaseException):
             raise self.behaviour
+        if before_publish is not None:
+            await before_publish()
+        self.published = True
+        return RESULT
+
+    async def run_part(
+        self, message: JobMessage, progress: Progress, before_publish: PublishGuard | None = None
+    ) -> list[str]:
+        """A part: ``behaviour`` as for ``run``; its (unwritten) work key on success."""
+        self.runs += 1
+        if isinstance(self.behaviour, BaseException):
+            raise self.behaviour
+        if before_publish is not None:
+            await before_publish()
+        return [f"work/{message.job_id}/{message.part.index if message.part else 0}"]
+
+    async def stitch(
+        self,
+        message: JobMessage,
+        parts: PartsRecord,
+        progress: Progress,
+        before_publish: PublishGuard | None = None,
+    ) -> PipelineResult:
         if before_publish is not None:
             await before_publish()
         self.published = True
@@ -357,6 +403,10 @@ class FakeStorage:
     async def delete(self, keys: list[str]) -> None:
         for key in keys:
             self.objects.pop(key, None)
+
+    async def download(self, key: str, path: Path) -> int:
+        path.write_bytes(self.objects[key])
+        return len(self.objects[key])
 
 
 def record_for(message: JobMessage, **changes: Any) -> JobRecord:

@@ -99,6 +99,29 @@ class Settings(BaseSettings):
         description="also write a poster JPEG and a thumbnail sprite with its WebVTT index, "
         'from the same ffmpeg run as the renditions (docs/media.md, "Poster and thumbnails")',
     )
+    chunking: bool = Field(
+        default=True,
+        description="split a source longer than chunk_threshold_s into chunks that any worker "
+        'encodes, then stitch them without re-encoding (docs/media.md, "Chunked encoding")',
+    )
+    chunk_s: float = Field(
+        default=30.0,
+        ge=2.0,
+        le=600.0,
+        description="about this much source per chunk, rounded to whole GOPs (30 s of 1080p "
+        "ladder is about 70 CPU-seconds: it finishes inside Fargate Spot's 2-minute notice)",
+    )
+    chunk_threshold_s: float = Field(
+        default=120.0,
+        ge=0.0,
+        description="sources longer than this are chunked (shorter ones: one ffmpeg, as before)",
+    )
+    chunk_postroll_frames: int = Field(
+        default=0,
+        ge=0,
+        le=120,
+        description="frames encoded past each chunk's end and dropped at the stitch",
+    )
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
     # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").
     scratch_reserve_bytes: int = Field(

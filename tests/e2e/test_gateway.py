@@ -24,7 +24,7 @@ from transcoder.media import probe
 from transcoder.media.progress import Progress
 from transcoder.ops.bootstrap import Resources
 from transcoder.runtime.app import pipeline_config
-from transcoder.runtime.pipeline import Pipeline
+from transcoder.runtime.pipeline import Pipeline, PipelineResult
 
 
 @pytest.mark.parametrize(
@@ -105,6 +105,7 @@ async def test_the_presigned_path_still_transcodes(
         seen.append(facts)
 
     result = await pipeline.run(message, Progress(), record)
+    assert isinstance(result, PipelineResult)
     assert [f.size_bytes for f in seen] == [len(data)]
     made = result.published.renditions["720p"]
     assert made.status == "COMPLETED"

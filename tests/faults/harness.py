@@ -77,6 +77,10 @@ FORWARDED = (
     "log_level",
     "sdk_max_attempts",
     "source_read_timeout_s",
+    "chunking",
+    "chunk_s",
+    "chunk_threshold_s",
+    "chunk_postroll_frames",
 )
 TERMINAL = ("COMPLETED", "FAILED")
 

@@ -174,7 +174,7 @@ async def test_the_dlq_handler_leaves_a_newer_producers_message_for_a_newer_hand
     enqueuer.handle(event(settings, "raw/u/v.mp4", head, datetime.now(UTC)))
     before = await record(clients, settings)
     body = json.loads(before.message or "{}")
-    newer = {"messageId": "m-v2", "body": json.dumps({**body, "version": 2, "codec": "av1"})}
+    newer = {"messageId": "m-v2", "body": json.dumps({**body, "version": 3, "codec": "av1"})}
     handler = DeadLetterHandler(boto["dynamodb"], settings.table)
     assert handler.handle({"Records": [newer]}) == {
         "batchItemFailures": [{"itemIdentifier": "m-v2"}]

@@ -246,7 +246,10 @@ async def test_an_unfit_worker_hands_back_every_job_it_holds(tmp_path: Path) -> 
     code = await asyncio.wait_for(worker.run(asyncio.Event()), GENEROUS_S)
     assert code == EXIT_UNFIT
     assert sorted(s.label for s in worker.settled) == [Label.HANDED_BACK, Label.WORKER_UNFIT]
-    assert queue.calls == [("visibility", 0), ("visibility", 0)]
+    # Both visible again at once. The hanging job's liveness may have extended its visibility
+    # first: the disk check runs in a thread, and virtual time moves on while it does.
+    handed_back = [call for call in queue.calls if call != ("visibility", 600)]
+    assert handed_back == [("visibility", 0), ("visibility", 0)]
     for video in ("v1", "v2"):
         record = store.get(video_id=video)
         assert record is not None and record.status is Status.QUEUED

@@ -109,7 +109,7 @@ def test_a_newer_producers_message_is_not_poison() -> None:
     body = original.model_dump(mode="json")
     with_extra = JobMessage.model_validate_json(json.dumps({**body, "priority": "high"}))
     assert with_extra == original
-    assert newer_schema(json.dumps({**body, "version": 2})) == 2
+    assert newer_schema(json.dumps({**body, "version": 3})) == 3
     assert newer_schema(json.dumps(body)) is None
     assert newer_schema("not json") is None
     assert newer_schema('["a list"]') is None

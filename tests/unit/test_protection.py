@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fakes import BUCKET, SOURCE, FakeStore
+from fakes import BUCKET, SOURCE, FakePipeline, FakeStore
 from faults.agent import Agent
 
 from transcoder.aws.protection import TaskProtection, for_agent, granted
@@ -148,8 +148,12 @@ class FakeQueue:
     async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None:
         self.trace.entries.append(("dead_letter", reason))
 
+    async def send(self, body: str, *, delay_s: int = 0) -> str:
+        self.trace.entries.append(("send", delay_s))
+        return "sent"
 
-class SlowPipeline:
+
+class SlowPipeline(FakePipeline):
     async def run(
         self, message: JobMessage, progress: Progress, on_source: Any, before_publish: Any = None
     ) -> PipelineResult:

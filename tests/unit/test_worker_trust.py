@@ -89,7 +89,7 @@ async def test_an_untrusted_message_is_poison_with_a_reason(body: str, problem: 
 
 async def test_a_message_from_a_newer_producer_waits_for_a_newer_worker() -> None:
     queue, store, pipeline = (
-        FakeQueue([delivery(body_with(version=2, codec="av1"))]),
+        FakeQueue([delivery(body_with(version=3, codec="av1"))]),
         FakeStore(),
         FakePipeline(),
     )

@@ -27,6 +27,7 @@ from transcoder.domain.job import (
     STATUS_INDEX,
     ErrorInfo,
     JobMessage,
+    PartsRecord,
     Published,
     Reason,
     SourceFacts,
@@ -123,7 +124,9 @@ class JobStore:
             lambda r: transitions.claim(r, message, owner, lease_s, self.now()),
             read=True,
         )
-        return outcome if isinstance(outcome, Refusal) else transitions.lease_of(outcome)
+        if isinstance(outcome, Refusal):
+            return outcome
+        return transitions.lease_of(outcome, message.part.index if message.part else None)
 
     async def renew(self, lease: Lease, *, lease_s: float, progress: int) -> None:
         await self._fenced(
@@ -147,6 +150,18 @@ class JobStore:
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> JobRecord:
         """``FAILED`` with ``error``; returns the record as stored."""
         return await self._final(lease, lambda r: transitions.fail(r, lease, error, self.now()))
+
+    async def split(self, lease: Lease, plan: PartsRecord) -> JobRecord:
+        """Record the job's parts (or keep the plan already recorded); returns the record."""
+        return await self._fenced(lease, lambda r: transitions.split(r, lease, plan, self.now()))
+
+    async def fanned_out(self, lease: Lease) -> None:
+        """Every part's message is sent: the job's own lease is released to its parts."""
+        await self._final(lease, lambda r: transitions.fanned_out(r, lease, self.now()))
+
+    async def part_done(self, lease: Lease) -> JobRecord:
+        """The part's outputs are uploaded; the record says whether this part stitches."""
+        return await self._fenced(lease, lambda r: transitions.part_done(r, lease, self.now()))
 
     async def release(self, lease: Lease, error: ErrorInfo | None) -> None:
         """Hand the job back (``PROCESSING -> QUEUED``), recording why when there was an error."""

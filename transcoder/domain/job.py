@@ -13,6 +13,9 @@ Schema evolution of the message (what lets a rolling deploy never fail a job):
 
 * A new *optional* field keeps ``version`` 1. Readers ignore fields they do not know
   (``extra="ignore"``), so an old worker runs a new producer's message as before.
+* An incompatible change bumps ``version``. Version 2 is the *part* message of a chunked job
+  (``Part``: one chunk, or the audio, of a long upload); plain job messages stay version 1, so
+  during a rolling deploy an old worker still runs them and postpones the parts it cannot read.
 * An incompatible change bumps ``version``. A worker that meets a version newer than
   ``SCHEMA_VERSION`` neither fails nor poisons it: it hands the message back without spending a
   receive, for a newer worker; the dead-letter handler leaves such a message in the DLQ.
@@ -34,8 +37,11 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest message version this release reads
+JOB_MESSAGE_VERSION = 1  # what the enqueue Lambda writes
+PART_MESSAGE_VERSION = 2  # a chunked job's part (``JobMessage.part``)
 RAW_PREFIX = "raw/"
+WORK_PREFIX = "work/"
 TRANSCODED_PREFIX = "transcoded/"
 DEFAULT_RENDITIONS: tuple[str, ...] = ("720p", "1080p")
 STATUS_INDEX = "status-updated_at"
@@ -207,12 +213,59 @@ def parse_raw_key(key: str, allowed_extensions: frozenset[str]) -> RawKey:
     return RawKey(user_id=user_id, video_id=video_id, ext=ext.lower())
 
 
-class JobMessage(BaseModel):
-    """The SQS message body, version 1. Unknown fields are ignored (see "Schema evolution")."""
+class PartKind(StrEnum):
+    CHUNK = "chunk"
+    AUDIO = "audio"
+
+
+class Part(BaseModel):
+    """The piece of a chunked job a part message asks for (``transcoder.media.chunks``).
+
+    Chunks are the output frames ``[start_frame, end_frame)`` at ``rate`` (``end_frame`` None: to
+    the end of the source), on the ``keyint`` GOP grid; the audio part encodes the whole source's
+    audio once. Parts are numbered ``0..parts-1``: the chunks first, then the audio.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    index: int = Field(ge=0)
+    parts: int = Field(ge=2)  # the job's parts: its chunks, then the audio when it has audio
+    chunks: int = Field(ge=1)
+    kind: PartKind
+    rate: str = Field(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")
+    keyint: int = Field(ge=1)
+    expected_frames: int = Field(ge=1)
+    start_frame: int = Field(default=0, ge=0)
+    end_frame: int | None = Field(default=None, ge=1)
+    postroll_frames: int = Field(default=0, ge=0)
+
+    @property
+    def label(self) -> str:
+        """How errors and logs name the part: ``chunk 3 of 20`` or ``the audio``."""
+        if self.kind is PartKind.AUDIO:
+            return "the audio part"
+        return f"chunk {self.index + 1} of {self.chunks}"
+
+
+def work_prefix(job_id: str) -> str:
+    """Where a chunked job's parts are kept until the stitch (removed when it completes)."""
+    return f"{WORK_PREFIX}{job_id}/"
+
+
+def chunk_key(job_id: str, rendition: str, index: int) -> str:
+    return f"{work_prefix(job_id)}{rendition}/{index:05d}.mp4"
+
+
+def audio_key(job_id: str) -> str:
+    return f"{work_prefix(job_id)}audio.mp4"
+
+
+class JobMessage(BaseModel):
+    """The SQS message body, version 1 (2 with a ``part``). Unknown fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = Field(default=JOB_MESSAGE_VERSION, ge=1, le=SCHEMA_VERSION)
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     bucket: str = Field(min_length=3, max_length=63)
     key: str = Field(min_length=1, max_length=1024)
@@ -227,6 +280,8 @@ class JobMessage(BaseModel):
     # order and the event time, which order two uploads of one video (transitions.is_newer).
     source_sequencer: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{1,64}$")
     uploaded_at: datetime | None = None
+    # Version 2: one part of a chunked job (the job's own message has none).
+    part: Part | None = None
 
     @field_validator("renditions")
     @classmethod
@@ -251,7 +306,17 @@ class JobMessage(BaseModel):
             raise ValueError(
                 "job_id does not match the source identity (bucket, key, version/ETag)"
             )
+        if self.part is not None and self.version < PART_MESSAGE_VERSION:
+            raise ValueError(f"a part message is version {PART_MESSAGE_VERSION}")
         return self
+
+    def for_part(self, part: Part) -> JobMessage:
+        """This job's message for one of its parts."""
+        return self.model_copy(update={"part": part, "version": PART_MESSAGE_VERSION})
+
+    def whole(self) -> JobMessage:
+        """The job's own message (what retry and redrive re-send), without a part."""
+        return self.model_copy(update={"part": None, "version": JOB_MESSAGE_VERSION})
 
     @classmethod
     def for_object(
@@ -398,6 +463,117 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     retryable: bool
+
+
+class PartStatus(StrEnum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    DONE = "DONE"
+
+
+class PartState(BaseModel):
+    """One part of a chunked job: its own lease, attempts and last error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: PartStatus = PartStatus.QUEUED
+    owner: str | None = None
+    attempts: int = 0
+    lease_expires_at: float | None = None
+    progress: int = 0
+    error: ErrorInfo | None = None
+
+    def live(self, now: float) -> bool:
+        return self.owner is not None and (self.lease_expires_at or 0.0) > now
+
+
+class PartsRecord(BaseModel):
+    """A chunked job's plan and the state of each part (``JobRecord.parts``).
+
+    ``starts`` are the chunks' first output frames (chunk ``i`` ends where ``i + 1`` starts, the
+    last at the end of the source); ``states`` holds one entry per chunk, then one for the audio
+    when the source has audio. ``stitcher`` is the part whose completion was the last one: its
+    lease (renewed as it stitches) is the stitch's, decided once by that conditional write.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    rate: str
+    keyint: int
+    expected_frames: int
+    postroll_frames: int = 0
+    starts: tuple[int, ...]
+    audio: bool
+    states: tuple[PartState, ...]
+    sent: bool = False  # every part's message was sent (the job's own lease is released)
+    stitcher: int | None = None
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.starts)
+
+    def part(self, index: int) -> Part:
+        """What part ``index``'s message asks for."""
+        parts = len(self.states)
+        if index >= self.chunk_count:
+            return Part(
+                index=index,
+                parts=parts,
+                chunks=self.chunk_count,
+                kind=PartKind.AUDIO,
+                rate=self.rate,
+                keyint=self.keyint,
+                expected_frames=self.expected_frames,
+            )
+        end = self.starts[index + 1] if index + 1 < self.chunk_count else None
+        return Part(
+            index=index,
+            parts=parts,
+            chunks=self.chunk_count,
+            kind=PartKind.CHUNK,
+            rate=self.rate,
+            keyint=self.keyint,
+            expected_frames=self.expected_frames,
+            start_frame=self.starts[index],
+            end_frame=end,
+            postroll_frames=self.postroll_frames,
+        )
+
+    def matches(self, part: Part) -> bool:
+        """``part`` belongs to this plan (not to an earlier, since-cleared one)."""
+        return part.index < len(self.states) and self.part(part.index) == part
+
+    def weight(self, index: int) -> int:
+        if index >= self.chunk_count:  # the audio: cheap next to the video
+            return max(1, self.expected_frames // 50)
+        end = self.starts[index + 1] if index + 1 < self.chunk_count else self.expected_frames
+        return max(1, end - self.starts[index])
+
+    def progress(self) -> int:
+        """The job's progress: its parts', weighted by their frames."""
+        total = sum(self.weight(i) for i in range(len(self.states)))
+        done = sum(
+            self.weight(i) * (100 if s.status is PartStatus.DONE else s.progress)
+            for i, s in enumerate(self.states)
+        )
+        return min(99, done // total) if self.stitcher is None else 99
+
+    def done(self) -> int:
+        return sum(1 for s in self.states if s.status is PartStatus.DONE)
+
+    def stitch_live(self, now: float) -> bool:
+        return self.stitcher is not None and self.states[self.stitcher].live(now)
+
+    def stitch_remaining_s(self, now: float) -> float:
+        if not self.stitch_live(now):
+            return 0.0
+        assert self.stitcher is not None
+        return max(0.0, (self.states[self.stitcher].lease_expires_at or 0.0) - now)
+
+    def with_state(self, index: int, state: PartState) -> PartsRecord:
+        states = list(self.states)
+        states[index] = state
+        return self.model_copy(update={"states": tuple(states)})
 
 
 def newer_schema(body: str) -> int | None:

@@ -26,6 +26,7 @@ from transcoder.domain.job import (
     ErrorInfo,
     HlsRecord,
     JobMessage,
+    PartsRecord,
     PosterRecord,
     RenditionRecord,
     SourceFacts,
@@ -97,6 +98,8 @@ class JobRecord(BaseModel):
     poster: PosterRecord | None = None
     thumbnails: ThumbnailsRecord | None = None
     hls: HlsRecord | None = None
+    # A chunked job's plan and parts (transitions.split); None for a single-pass job.
+    parts: PartsRecord | None = None
     error: ErrorInfo | None = None
     # When things happened.
     created_at: Timestamp | None = None
@@ -118,11 +121,22 @@ class JobRecord(BaseModel):
             return None
 
     def lease_live(self, now: float) -> bool:
-        """A worker holds this job under a lease that has not run out."""
-        return self.status is Status.PROCESSING and (self.lease_expires_at or 0.0) > now
+        """A worker holds this job under a lease that has not run out.
+
+        For a chunked job that is the job's own lease (while it is split) or the stitch's: the
+        chunks write only under the job's work prefix, so they hold nothing a newer upload of the
+        video or the dead-letter handler must wait for.
+        """
+        if self.status is not Status.PROCESSING:
+            return False
+        stitching = self.parts is not None and self.parts.stitch_live(now)
+        return (self.lease_expires_at or 0.0) > now or stitching
 
     def lease_remaining_s(self, now: float) -> float:
-        return max(0.0, (self.lease_expires_at or 0.0) - now) if self.lease_live(now) else 0.0
+        if not self.lease_live(now):
+            return 0.0
+        own = max(0.0, (self.lease_expires_at or 0.0) - now)
+        return max(own, self.parts.stitch_remaining_s(now) if self.parts else 0.0)
 
     def permanently_failed(self) -> bool:
         return self.status is Status.FAILED and self.error is not None and not self.error.retryable

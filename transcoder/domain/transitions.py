@@ -32,7 +32,31 @@ retry (operator)          this job ``FAILED``         ``QUEUED``
                           retryable
 upload deleted (Lambda)   this key's upload, not      ``FAILED source_deleted``; a running job
                           completed                   is flagged and fails at its publish fence
+split (worker)            as renew                    ``parts``: the chunk plan, every part
+                                                      ``QUEUED`` (kept when already planned)
+fanned out (worker)       as renew                    ``parts.sent``; the job's lease released
+                                                      (the parts hold it now)
+claim a part (worker)     this job ``PROCESSING``     the part's lease (owner, attempt+1,
+                          with this plan; the part    expiry); a ``DONE`` part that holds the
+                          not ``DONE``, its lease     lapsed stitch lease is claimed to stitch
+                          lapsed
+part renew / confirm /    ``PROCESSING``, the part's  the part's expiry and progress; the job's
+hand back (worker)        lease                       progress is its parts' (weighted)
+part done (worker)        as part renew               the part ``DONE``; the write that makes
+                                                      every part ``DONE`` makes this part the
+                                                      ``stitcher`` (decided once)
+complete / fail with a    the stitcher's lease / any  ``COMPLETED`` / ``FAILED`` naming the part
+part lease (worker)       part's lease
+dead-letter a part        this job, the part not      ``FAILED retries_exhausted`` naming the
+(DLQ handler)             done, its lease lapsed      part and its last cause
 ========================  ==========================  =========================================
+
+Chunked jobs (``JobRecord.parts``, issue 15): the worker that claims a long upload plans it
+(``split``), sends one message per part and releases the job's lease (``fanned_out``). From then
+on each part has its own lease, attempts and error inside the record; any write to one part is a
+conditional write of the whole record, so the part that completes last is known exactly once.
+A newer upload's claim wipes ``parts`` with the rest of the old upload (``_PER_UPLOAD``); the old
+parts' fences then fail and their messages are acknowledged as superseded.
 
 Which upload is newer: S3's ``sequencer`` orders events of one key only, so it is compared only
 when both uploads have the same key; otherwise the S3 event time decides (``uploaded_at``, the
@@ -43,7 +67,7 @@ every actor orders any two uploads the same way.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -51,6 +75,10 @@ from typing import Any
 from transcoder.domain.job import (
     ErrorInfo,
     JobMessage,
+    Part,
+    PartsRecord,
+    PartState,
+    PartStatus,
     Published,
     Reason,
     SourceFacts,
@@ -103,6 +131,9 @@ class Lease:
     job_id: str
     owner: str
     attempt: int
+    part: int | None = None  # a chunked job's part: the attempt is the part's own
+    # The part was done already: this claim is the stitcher's after a lapsed stitch (not fenced).
+    stitch_only: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +235,7 @@ _PER_UPLOAD = (
     "poster",
     "thumbnails",
     "hls",
+    "parts",
     "enqueued",
     "message_id",
 )
@@ -212,6 +244,8 @@ _NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
 
 def _fenced(current: JobRecord | None, lease: Lease) -> Refusal | None:
     """None when ``lease`` still owns ``current``; otherwise why not."""
+    if lease.part is not None:
+        return _part_fenced(current, lease)
     if (
         current is None
         or current.status is not Status.PROCESSING
@@ -221,6 +255,52 @@ def _fenced(current: JobRecord | None, lease: Lease) -> Refusal | None:
     ):
         return Refusal(Verdict.LEASE_LOST, f"attempt {lease.attempt} no longer owns the record")
     return None
+
+
+def _part_fenced(current: JobRecord | None, lease: Lease) -> Refusal | None:
+    """A part's lease owns its part while it runs, and, as the stitcher, after it is done."""
+    index = lease.part
+    lost = Refusal(Verdict.LEASE_LOST, f"attempt {lease.attempt} no longer owns its part")
+    if (
+        index is None
+        or current is None
+        or current.status is not Status.PROCESSING
+        or current.job_id != lease.job_id
+        or current.parts is None
+        or index >= len(current.parts.states)
+    ):
+        return lost
+    state = current.parts.states[index]
+    if state.owner != lease.owner or state.attempts != lease.attempt:
+        return lost
+    if state.status is PartStatus.PROCESSING:
+        return None
+    if state.status is PartStatus.DONE and current.parts.stitcher == index:
+        return None
+    return lost
+
+
+def _parts(current: JobRecord | None) -> PartsRecord:
+    assert current is not None and current.parts is not None  # only after a part fence
+    return current.parts
+
+
+def _part_write(
+    current: JobRecord | None, lease: Lease, state: PartState, clock: Clock, **changes: Any
+) -> Write:
+    """``current`` with part ``lease.part`` replaced by ``state``; the job's progress follows."""
+    assert lease.part is not None
+    parts = _parts(current).with_state(lease.part, state)
+    return _write(current, clock, parts=parts, progress=parts.progress(), **changes)
+
+
+def _part_state(current: JobRecord | None, lease: Lease) -> PartState:
+    assert lease.part is not None
+    return _parts(current).states[lease.part]
+
+
+def _part_label(current: JobRecord | None, index: int) -> str:
+    return _parts(current).part(index).label
 
 
 # ------------------------------------------------------------------- the Lambda
@@ -302,7 +382,9 @@ def upload_deleted(
 def claim(
     current: JobRecord | None, message: JobMessage, owner: str, lease_s: float, clock: Clock
 ) -> Decision:
-    """A worker received ``message`` and wants to run it."""
+    """A worker received ``message`` and wants to run it (a part's message: ``claim_part``)."""
+    if message.part is not None:
+        return claim_part(current, message, owner, lease_s, clock)
     fresh = current is None or current.job_id != message.job_id
     refusal = _claim_refusal(current, message, clock)
     if refusal is not None:
@@ -339,14 +421,30 @@ def _claim_refusal(current: JobRecord | None, message: JobMessage, clock: Clock)
         return Refusal(Verdict.DUPLICATE, "already completed")
     if current.permanently_failed():
         return Refusal(Verdict.ALREADY_FAILED, "already failed permanently")
+    if current.status is Status.PROCESSING and current.parts is not None and current.parts.sent:
+        return Refusal(Verdict.DUPLICATE, "running as its parts (every part's message was sent)")
     if remaining > 0:
         return Refusal(Verdict.HELD, "another attempt holds a live lease", remaining)
     return None
 
 
-def lease_of(record: JobRecord) -> Lease:
-    """The lease a successful claim wrote."""
-    assert record.job_id is not None and record.lease_owner is not None
+def lease_of(record: JobRecord, part: int | None = None) -> Lease:
+    """The lease a successful claim wrote (of the job, or of its part ``part``)."""
+    assert record.job_id is not None
+    if part is not None:
+        assert record.parts is not None
+        state = record.parts.states[part]
+        assert state.owner is not None
+        return Lease(
+            record.user_id,
+            record.video_id,
+            record.job_id,
+            state.owner,
+            state.attempts,
+            part,
+            stitch_only=state.status is PartStatus.DONE,
+        )
+    assert record.lease_owner is not None
     return Lease(
         record.user_id, record.video_id, record.job_id, record.lease_owner, record.attempts
     )
@@ -355,9 +453,16 @@ def lease_of(record: JobRecord) -> Lease:
 def renew(
     current: JobRecord | None, lease: Lease, lease_s: float, progress: int, clock: Clock
 ) -> Decision:
-    return _fenced(current, lease) or _write(
-        current, clock, lease_expires_at=clock.epoch_s + lease_s, progress=progress
-    )
+    refusal = _fenced(current, lease)
+    if refusal is not None:
+        return refusal
+    if lease.part is not None:
+        state = _part_state(current, lease)
+        update: dict[str, Any] = {"lease_expires_at": clock.epoch_s + lease_s}
+        if state.status is PartStatus.PROCESSING:
+            update["progress"] = min(99, progress)
+        return _part_write(current, lease, state.model_copy(update=update), clock)
+    return _write(current, clock, lease_expires_at=clock.epoch_s + lease_s, progress=progress)
 
 
 def record_source(
@@ -380,7 +485,11 @@ def complete(
     published: Published,
     clock: Clock,
 ) -> Decision:
-    return _fenced(current, lease) or _write(
+    """``COMPLETED``: the single pass's lease, or the stitcher's (the last part's) lease."""
+    refusal = _fenced(current, lease)
+    if refusal is None and lease.part is not None and _parts(current).stitcher != lease.part:
+        refusal = Refusal(Verdict.LEASE_LOST, "only the stitcher completes a chunked job")
+    return refusal or _write(
         current,
         clock,
         status=Status.COMPLETED,
@@ -396,7 +505,25 @@ def complete(
 
 
 def fail(current: JobRecord | None, lease: Lease, error: ErrorInfo, clock: Clock) -> Decision:
-    return _fenced(current, lease) or _write(
+    """``FAILED``; a part's failure fails its whole job, naming the part."""
+    refusal = _fenced(current, lease)
+    if refusal is not None:
+        return refusal
+    if lease.part is not None:
+        label = _part_label(current, lease.part)
+        error = error.model_copy(update={"message": f"{label}: {error.message}"[:1000]})
+        state = _part_state(current, lease).model_copy(update={"error": error})
+        parts = _parts(current).with_state(lease.part, state)
+        return _write(
+            current,
+            clock,
+            status=Status.FAILED,
+            error=error,
+            failed_at=clock.now,
+            parts=parts,
+            **_NO_LEASE,
+        )
+    return _write(
         current, clock, status=Status.FAILED, error=error, failed_at=clock.now, **_NO_LEASE
     )
 
@@ -404,10 +531,151 @@ def fail(current: JobRecord | None, lease: Lease, error: ErrorInfo, clock: Clock
 def hand_back(
     current: JobRecord | None, lease: Lease, error: ErrorInfo | None, clock: Clock
 ) -> Decision:
+    """``QUEUED`` again; for a part, only that part (the job keeps running as its other parts)."""
+    refusal = _fenced(current, lease)
+    if refusal is not None:
+        return refusal
+    if lease.part is not None:
+        state = _part_state(current, lease)
+        if state.status is PartStatus.DONE:  # the stitcher: the stitch lease lapses, part kept
+            return _part_write(
+                current, lease, state.model_copy(update={"lease_expires_at": None}), clock
+            )
+        update: dict[str, Any] = {
+            "status": PartStatus.QUEUED,
+            "owner": None,
+            "lease_expires_at": None,
+            "progress": 0,
+        }
+        if error is not None:
+            update["error"] = error
+        return _part_write(current, lease, state.model_copy(update=update), clock)
     changes: dict[str, Any] = {"status": Status.QUEUED, **_NO_LEASE}
     if error is not None:
         changes["error"] = error
-    return _fenced(current, lease) or _write(current, clock, **changes)
+    return _write(current, clock, **changes)
+
+
+# ------------------------------------------------------------ chunked jobs (issue 15)
+
+
+def split(current: JobRecord | None, lease: Lease, plan: PartsRecord, clock: Clock) -> Decision:
+    """The job's lease holder planned it as parts; a plan already recorded is kept as it is."""
+    refusal = _fenced(current, lease)
+    if refusal is not None:
+        return refusal
+    assert current is not None
+    if current.parts is not None:
+        return _write(current, clock)
+    return _write(current, clock, parts=plan, progress=plan.progress())
+
+
+def fanned_out(current: JobRecord | None, lease: Lease, clock: Clock) -> Decision:
+    """Every part's message was sent: the job's own lease is released to its parts."""
+    refusal = _fenced(current, lease)
+    if refusal is None and (current is None or current.parts is None):
+        refusal = Refusal(Verdict.SKIP, "the job was never split")
+    if refusal is not None:
+        return refusal
+    parts = _parts(current).model_copy(update={"sent": True})
+    return _write(current, clock, parts=parts, **_NO_LEASE)
+
+
+def claim_part(
+    current: JobRecord | None, message: JobMessage, owner: str, lease_s: float, clock: Clock
+) -> Decision:
+    """A worker received one part's message and wants to run it (or, as stitcher, to stitch)."""
+    part = message.part
+    assert part is not None
+    refusal = _claim_part_refusal(current, message, part, clock)
+    if refusal is not None:
+        return refusal
+    assert current is not None and current.parts is not None
+    state = current.parts.states[part.index]
+    update: dict[str, Any] = {
+        "owner": owner,
+        "attempts": state.attempts + 1,
+        "lease_expires_at": clock.epoch_s + lease_s,
+    }
+    if state.status is not PartStatus.DONE:
+        update.update(status=PartStatus.PROCESSING, progress=0)
+    parts = current.parts.with_state(part.index, state.model_copy(update=update))
+    return _write(current, clock, parts=parts, progress=parts.progress())
+
+
+def _claim_part_refusal(
+    current: JobRecord | None, message: JobMessage, part: Part, clock: Clock
+) -> Refusal | None:
+    if current is None or current.job_id != message.job_id:
+        return Refusal(Verdict.STALE, "the record is another upload's now")
+    if current.status is Status.COMPLETED:
+        return Refusal(Verdict.DUPLICATE, "already completed")
+    if current.status is Status.FAILED:
+        return Refusal(Verdict.ALREADY_FAILED, "the job failed; its parts are dropped")
+    if (
+        current.status is not Status.PROCESSING
+        or current.parts is None
+        or not current.parts.matches(part)
+    ):
+        return Refusal(Verdict.DUPLICATE, "not a part of the job's current plan")
+    state = current.parts.states[part.index]
+    stitcher = current.parts.stitcher == part.index
+    if state.status is PartStatus.DONE and not stitcher:
+        return Refusal(Verdict.DUPLICATE, f"{part.label} is done already")
+    if state.live(clock.epoch_s):
+        remaining = max(0.0, (state.lease_expires_at or 0.0) - clock.epoch_s)
+        return Refusal(Verdict.HELD, f"another attempt holds {part.label}", remaining)
+    return None
+
+
+def part_done(current: JobRecord | None, lease: Lease, clock: Clock) -> Decision:
+    """The part's outputs are uploaded; the last part done becomes the stitcher, once."""
+    refusal = _fenced(current, lease)
+    if refusal is not None:
+        return refusal
+    assert lease.part is not None
+    state = _part_state(current, lease)
+    if state.status is PartStatus.DONE:  # its answer was lost and it is re-sent: no change
+        return _write(current, clock)
+    parts = _parts(current).with_state(
+        lease.part, state.model_copy(update={"status": PartStatus.DONE, "progress": 100})
+    )
+    if parts.done() == len(parts.states) and parts.stitcher is None:
+        parts = parts.model_copy(update={"stitcher": lease.part})
+    return _write(current, clock, parts=parts, progress=parts.progress())
+
+
+def dead_letter_part(current: JobRecord | None, message: JobMessage, clock: Clock) -> Decision:
+    """A part's message spent its receives: its job fails ``retries_exhausted``, naming it."""
+    part = message.part
+    assert part is not None
+    if current is None or current.job_id != message.job_id:
+        return Refusal(Verdict.SKIP, "the record is another upload's now")
+    if current.status is Status.COMPLETED:
+        return Refusal(Verdict.SKIP, "already completed")
+    if current.status is Status.FAILED:
+        code = current.error.code if current.error else "?"
+        return Refusal(Verdict.SKIP, f"the job failed already ({code})")
+    if current.parts is None or not current.parts.matches(part):
+        return Refusal(Verdict.SKIP, "not a part of the job's current plan")
+    state = current.parts.states[part.index]
+    if state.status is PartStatus.DONE and current.parts.stitcher != part.index:
+        return Refusal(Verdict.SKIP, f"{part.label} is done")
+    if state.live(clock.epoch_s):
+        return Refusal(Verdict.WAIT, f"{part.label} is running under a live lease")
+    cause = state.error
+    last = f"{cause.code}: {cause.message}" if cause else "none recorded (no attempt failed)"
+    text = f"{part.label} dead-lettered after {state.attempts} attempt(s); last cause: {last}"
+    error = ErrorInfo(code=Reason.RETRIES_EXHAUSTED, message=text[:1000], retryable=True)
+    return _write(
+        current,
+        clock,
+        status=Status.FAILED,
+        error=error,
+        failed_at=clock.now,
+        dead_lettered_at=clock.now,
+        **_NO_LEASE,
+    )
 
 
 # ------------------------------------------------------- the DLQ handler and operators
@@ -415,6 +683,8 @@ def hand_back(
 
 def dead_letter(current: JobRecord | None, message: JobMessage, clock: Clock) -> Decision:
     """The message spent its receives: the job fails ``retries_exhausted`` unless it settled."""
+    if message.part is not None:
+        return dead_letter_part(current, message, clock)
     if current is None:
         return Refusal(Verdict.SKIP, "no record")
     if current.job_id != message.job_id:
@@ -509,5 +779,6 @@ def retry(current: JobRecord | None, job_id: str | None, clock: Clock) -> Decisi
         requeued_at=clock.now,
         progress=0,
         failed_at=None,
+        parts=None,  # a chunked job starts over from its own message: planned afresh
         **_NO_LEASE,
     )

@@ -92,6 +92,10 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         source_read_timeout_s=settings.source_read_timeout_s,
         hls=settings.hls,
         stills=settings.stills,
+        chunking=settings.chunking,
+        chunk_s=settings.chunk_s,
+        chunk_threshold_s=settings.chunk_threshold_s,
+        chunk_postroll_frames=settings.chunk_postroll_frames,
     )
 
 

@@ -13,6 +13,9 @@ table unreachable   ``GiveBack(deferred)``; ``Backoff`` for aws_error  - / back 
 not claimed         ``Acknowledge`` (duplicate, superseded) or        - / delete;
                     ``GiveBack(held)``                                - / back when the lease ends
 ran, succeeded      ``Completed``                                     COMPLETED / delete
+planned as parts    ``FanOut``                                        parts / send each part's
+                                                                      message, then delete
+a part done         ``Acknowledge(part_done)`` (not the stitcher)     (written) / delete
 ran, permanent      ``Failed``                                        FAILED / delete
 ran, retryable      ``Retry``; ``Exhausted`` on the last receive      QUEUED / backoff;
                                                                       FAILED / visible: to the DLQ
@@ -38,7 +41,7 @@ from enum import StrEnum
 
 from transcoder.aws.queue import MAX_VISIBILITY_S
 from transcoder.domain.errors import TranscoderError
-from transcoder.domain.job import ErrorInfo, Published, Reason
+from transcoder.domain.job import ErrorInfo, JobMessage, PartsRecord, Published, Reason
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 
 
@@ -58,6 +61,8 @@ class Label(StrEnum):
     POSTPONED = "postponed"
     POISON = "poison"
     WORKER_UNFIT = "worker_unfit"
+    SPLIT = "split"  # a long upload planned as parts, their messages sent
+    PART_DONE = "part_done"  # one part of a chunked job encoded and uploaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,22 @@ class Succeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitPlanned:
+    """The job's source is long: it runs as ``plan``'s parts (nothing was encoded)."""
+
+    lease: Lease
+    message: JobMessage
+    plan: PartsRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PartFinished:
+    """A part's outputs are uploaded and recorded ``DONE``; another part stitches."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
 class Errored:
     lease: Lease
     error: ErrorInfo
@@ -148,6 +169,8 @@ Facts = (
     | Crashed
     | NotClaimed
     | Succeeded
+    | SplitPlanned
+    | PartFinished
     | Errored
     | LostLease
     | Interrupted
@@ -162,6 +185,16 @@ class Completed:
     lease: Lease
     published: Published
     label: Label = Label.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Record the parts, send one message per part not done, release the job, delete."""
+
+    lease: Lease
+    message: JobMessage
+    plan: PartsRecord
+    label: Label = Label.SPLIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +260,16 @@ class Poison:
 
 
 Outcome = (
-    Completed | Failed | Retry | HandedBack | LeaseLost | Acknowledge | GiveBack | Backoff | Poison
+    Completed
+    | FanOut
+    | Failed
+    | Retry
+    | HandedBack
+    | LeaseLost
+    | Acknowledge
+    | GiveBack
+    | Backoff
+    | Poison
 )
 
 POSTPONE_S = 300  # how long a newer producer's message waits for a newer worker
@@ -237,7 +279,15 @@ def decide(facts: Facts, receive_count: int, policy: RetryPolicy, rng: random.Ra
     """The one decision: what this delivery's facts mean for the record and the message."""
     last = receive_count >= policy.max_receive_count
     match facts:
-        case Succeeded() | Errored() | Interrupted() | EnvironmentFailed() | LostLease():
+        case (
+            Succeeded()
+            | SplitPlanned()
+            | PartFinished()
+            | Errored()
+            | Interrupted()
+            | EnvironmentFailed()
+            | LostLease()
+        ):
             return _claimed(facts, receive_count, policy, rng)
         case NotClaimed(refusal):
             return _unclaimed(refusal, receive_count, policy, rng)
@@ -258,7 +308,13 @@ def decide(facts: Facts, receive_count: int, policy: RetryPolicy, rng: random.Ra
 
 
 def _claimed(
-    facts: Succeeded | Errored | Interrupted | EnvironmentFailed | LostLease,
+    facts: Succeeded
+    | SplitPlanned
+    | PartFinished
+    | Errored
+    | Interrupted
+    | EnvironmentFailed
+    | LostLease,
     receive_count: int,
     policy: RetryPolicy,
     rng: random.Random,
@@ -268,6 +324,10 @@ def _claimed(
     match facts:
         case Succeeded(lease, published):
             return Completed(lease, published)
+        case SplitPlanned(lease, message, plan):
+            return FanOut(lease, message, plan)
+        case PartFinished():
+            return Acknowledge(Label.PART_DONE)
         case Errored(lease, error) if not error.retryable:
             return Failed(lease, error)
         case Errored(lease, error) if last:

@@ -1,5 +1,10 @@
 """The pipeline: probe -> plan -> transcode -> verify -> upload. It knows nothing of SQS.
 
+A source longer than ``chunk_threshold_s`` is not transcoded by ``run``: it returns a ``Split``
+(the job's parts, ``transcoder.runtime.chunked``) for the worker to fan out. ``run_part`` encodes
+one part into the job's work prefix; ``stitch`` assembles the parts and publishes them exactly as
+a single pass publishes its encode.
+
 No source byte touches local disk: ffprobe and ffmpeg read the object over HTTP with range
 requests (moov-at-end MP4s work), from the worker's loopback gateway (``gateway.py``, the default)
 or from a presigned GET. Every output (the MP4 renditions, their HLS streams, the poster, the
@@ -20,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from transcoder import metrics
 from transcoder.aws.gateway import GatewayConfig, SourceGateway
@@ -28,9 +33,11 @@ from transcoder.aws.storage import ObjectInfo
 from transcoder.domain.errors import InputRejected, TranscoderError
 from transcoder.domain.job import (
     JobMessage,
+    PartsRecord,
     Published,
     Reason,
     SourceFacts,
+    work_prefix,
 )
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
@@ -38,6 +45,7 @@ from transcoder.media import encoder, hls, ladder, probe, stills, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
+from transcoder.runtime import chunked
 from transcoder.runtime.publish import Encoded, Fence, Publisher
 
 if TYPE_CHECKING:
@@ -63,12 +71,34 @@ class PipelineConfig:
     source_read_timeout_s: float = DEFAULT_GATEWAY.read_timeout_s
     hls: bool = True  # also write and publish each rendition's HLS stream from the same encode
     stills: bool = True  # poster + thumbnail sprite from the same ffmpeg (TRANSCODER_STILLS)
+    chunking: bool = True  # split long sources into parts (TRANSCODER_CHUNKING)
+    chunk_s: float = 30.0  # about this much source per chunk (TRANSCODER_CHUNK_S)
+    chunk_threshold_s: float = 120.0  # sources longer than this are chunked
+    chunk_postroll_frames: int = 0  # frames encoded past each chunk and dropped at the stitch
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineResult:
     source: SourceFacts
     published: Published
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A long source, planned as parts for the worker to fan out (nothing was encoded)."""
+
+    source: SourceFacts
+    plan: PartsRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    media: probe.MediaInfo
+    plan: ladder.Plan
+    facts: SourceFacts
+
+
+_T = TypeVar("_T")
 
 
 SourceCallback = Callable[[SourceFacts], Awaitable[None]]
@@ -99,7 +129,7 @@ class SourceReads(Protocol):
     failed: asyncio.Event
 
 
-async def from_source(work: Awaitable[Encoded], reads: SourceReads | None) -> Encoded:
+async def from_source(work: Awaitable[_T], reads: SourceReads | None) -> _T:
     """The probe-and-transcode stage's result, unless a source read failed during it.
 
     A media verdict (``truncated``, ``undecodable``, ...) is only true of bytes ffprobe and ffmpeg
@@ -125,6 +155,10 @@ async def from_source(work: Awaitable[Encoded], reads: SourceReads | None) -> En
     return task.result()
 
 
+def _names(planned: Planned) -> tuple[str, ...]:
+    return tuple(target.name for target in planned.plan.targets)
+
+
 class Pipeline:
     """Transcodes one job's source into its renditions and uploads them."""
 
@@ -139,38 +173,117 @@ class Pipeline:
         progress: Progress,
         on_source: SourceCallback,
         before_publish: PublishGuard | None = None,
-    ) -> PipelineResult:
+    ) -> PipelineResult | Split:
         started = time.monotonic()
         self._check_renditions(message)
         info = await self._locate(message)
-        self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
-        try:
+        async with self._scratch(message) as scratch:
             # The source (and the gateway's cache) is held only while ffprobe and ffmpeg read it.
             async with self._source(message, info) as (url, gateway):
                 stage = self._encode(message, url, info, scratch, progress, on_source)
                 encoded = await from_source(stage, gateway)
+            if isinstance(encoded, Split):
+                return encoded
             # The fence: the lease is still ours and the upload still exists (see publish.py).
-            fences: list[Fence] = [partial(self._still_uploaded, message)]
-            if before_publish is not None:
-                fences.insert(0, before_publish)
+            fences = self._fences(message, before_publish)
             published = await self._publisher.publish(message, encoded, progress, fences)
-        finally:
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
         metrics.SOURCE_BYTES.inc(info.size_bytes)
         log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3))
         return PipelineResult(source=encoded.facts, published=published)
 
-    async def _encode(
+    async def run_part(
+        self, message: JobMessage, progress: Progress, before_publish: PublishGuard | None = None
+    ) -> list[str]:
+        """Encode one part of a chunked job into its work keys (after the fences); the keys."""
+        part = message.part
+        assert part is not None
+        self._check_renditions(message)
+        info = await self._locate(message)
+        async with self._scratch(message) as scratch:
+            async with self._source(message, info) as (url, gateway):
+                planned = await from_source(self._probe_plan(message, url, info, progress), gateway)
+                outputs = chunked.part_outputs(part, message.job_id, _names(planned), scratch)
+                progress.enter("transcode")
+                with metrics.STAGE_DURATION.labels("transcode").time():
+                    encode = chunked.encode_part(
+                        part,
+                        url,
+                        planned.plan,
+                        outputs,
+                        self._config.encode,
+                        progress,
+                        ffprobe_timeout_s=self._config.ffprobe_timeout_s,
+                    )
+                    await from_source(encode, gateway)
+            for fence in self._fences(message, before_publish):
+                await fence()
+            progress.enter("upload")
+            with metrics.STAGE_DURATION.labels("upload").time():
+                await asyncio.gather(
+                    *(self._storage.upload(path, key) for key, path in outputs.items())
+                )
+        log.info("job.part_encoded", part=part.label, keys=len(outputs))
+        return list(outputs)
+
+    async def stitch(
         self,
         message: JobMessage,
-        url: str,
-        info: ObjectInfo,
-        scratch: Path,
+        parts: PartsRecord,
         progress: Progress,
-        on_source: SourceCallback,
-    ) -> Encoded:
-        """Probe, plan and run the one ffmpeg that writes every rendition into ``scratch``."""
+        before_publish: PublishGuard | None = None,
+    ) -> PipelineResult:
+        """Assemble a chunked job's renditions from its parts, gate and publish them, clean up."""
+        started = time.monotonic()
+        whole = message.whole()
+        info = await self._locate(whole)
+        async with self._scratch(message) as scratch:
+            async with self._source(whole, info) as (url, gateway):
+                planned = await from_source(self._probe_plan(whole, url, info, progress), gateway)
+            outputs = await chunked.assemble(
+                self._storage, message.job_id, parts, planned.plan, scratch, progress
+            )
+            encoded = Encoded(
+                planned.media,
+                planned.plan,
+                planned.facts,
+                outputs,
+                time.monotonic() - started,
+            )
+            fences = self._fences(whole, before_publish)
+            published = await self._publisher.publish(whole, encoded, progress, fences)
+        await self._remove_work(message.job_id)
+        log.info("job.transcoded", elapsed_s=round(time.monotonic() - started, 3), stitched=True)
+        return PipelineResult(source=planned.facts, published=published)
+
+    async def _remove_work(self, job_id: str) -> None:
+        """The parts are not needed once published (a lifecycle rule removes any left behind)."""
+        try:
+            keys = await self._storage.list_keys(work_prefix(job_id))
+            if keys:
+                await self._storage.delete(keys)
+        except TranscoderError as exc:
+            log.warning("job.work_cleanup_failed", error=str(exc))
+
+    def _fences(self, message: JobMessage, before_publish: PublishGuard | None) -> list[Fence]:
+        """The lease is still ours (the worker's check), and the upload still exists."""
+        fences: list[Fence] = [partial(self._still_uploaded, message)]
+        if before_publish is not None:
+            fences.insert(0, before_publish)
+        return fences
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self, message: JobMessage) -> AsyncIterator[Path]:
+        """A per-job scratch directory, removed in every outcome, cancellation included."""
+        self._config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{message.job_id}-", dir=self._config.scratch_dir))
+        try:
+            yield scratch
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+
+    async def _probe_plan(
+        self, message: JobMessage, url: str, info: ObjectInfo, progress: Progress
+    ) -> Planned:
         progress.enter("probe")
         with metrics.STAGE_DURATION.labels("probe").time():
             raw = await probe.run(url, timeout_s=self._config.ffprobe_timeout_s)
@@ -181,8 +294,6 @@ class Pipeline:
                 f"{self._config.max_input_duration_s:g} s limit",
                 reason=Reason.INPUT_TOO_LONG,
             )
-        facts = source_facts(media)
-        await on_source(facts)
         plan = ladder.plan(
             media,
             self._config.ladder,
@@ -190,7 +301,35 @@ class Pipeline:
             max_fps=self._config.max_fps,
             gop_s=self._config.gop_s,
         )
+        return Planned(media, plan, source_facts(media))
+
+    def _chunked(self, media: probe.MediaInfo) -> bool:
+        config = self._config
+        return config.chunking and media.duration_s > config.chunk_threshold_s
+
+    async def _encode(
+        self,
+        message: JobMessage,
+        url: str,
+        info: ObjectInfo,
+        scratch: Path,
+        progress: Progress,
+        on_source: SourceCallback,
+    ) -> Encoded | Split:
+        """Probe, plan and run the one ffmpeg that writes every rendition into ``scratch``."""
+        planned = await self._probe_plan(message, url, info, progress)
+        media, plan, facts = planned.media, planned.plan, planned.facts
+        await on_source(facts)
         log.info("job.planned", targets=[f"{t.name}:{t.width}x{t.height}" for t in plan.targets])
+        if self._chunked(media):
+            parts = chunked.parts_plan(
+                media,
+                plan,
+                self._config.chunk_s,
+                postroll_frames=self._config.chunk_postroll_frames,
+            )
+            log.info("job.split", parts=len(parts.states), chunks=parts.chunk_count)
+            return Split(facts, parts)
         progress.duration_s = media.duration_s
         outputs = {target.name: scratch / f"{target.name}.mp4" for target in plan.targets}
         hls_output = None

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from transcoder.aws.queue import Delivery
 from transcoder.aws.storage import ObjectInfo, Uploaded
-from transcoder.domain.job import ErrorInfo, JobMessage, Published, SourceFacts
+from transcoder.domain.job import ErrorInfo, JobMessage, PartsRecord, Published, SourceFacts
 from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Lease, Refusal
 
@@ -35,6 +35,8 @@ class JobQueuePort(Protocol):
 
     async def dead_letter(self, delivery: Delivery, *, reason: str, detail: str) -> None: ...
 
+    async def send(self, body: str, *, delay_s: int = 0) -> str: ...
+
 
 class JobStorePort(Protocol):
     async def claim(
@@ -52,6 +54,12 @@ class JobStorePort(Protocol):
     async def mark_failed(self, lease: Lease, error: ErrorInfo) -> JobRecord: ...
 
     async def release(self, lease: Lease, error: ErrorInfo | None) -> None: ...
+
+    async def split(self, lease: Lease, plan: PartsRecord) -> JobRecord: ...
+
+    async def fanned_out(self, lease: Lease) -> None: ...
+
+    async def part_done(self, lease: Lease) -> JobRecord: ...
 
 
 class EventsPort(Protocol):
@@ -82,6 +90,8 @@ class StoragePort(Protocol):
     async def list_keys(self, prefix: str) -> list[str]: ...
 
     async def delete(self, keys: list[str]) -> None: ...
+
+    async def download(self, key: str, path: Path) -> int: ...
 
 
 class ProtectionPort(Protocol):

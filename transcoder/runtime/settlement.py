@@ -34,13 +34,16 @@ from functools import partial
 from transcoder import metrics
 from transcoder.aws.queue import Delivery
 from transcoder.domain.errors import AwsUnavailable, LeaseLost
+from transcoder.domain.job import JobMessage, PartsRecord, PartStatus
 from transcoder.domain.record import JobRecord
+from transcoder.domain.transitions import Lease
 from transcoder.logs import get_logger
 from transcoder.runtime.decision import (
     Acknowledge,
     Backoff,
     Completed,
     Failed,
+    FanOut,
     GiveBack,
     HandedBack,
     Label,
@@ -56,6 +59,7 @@ from transcoder.runtime.ports import EventsPort, JobQueuePort, JobStorePort
 
 log = get_logger(__name__)
 Step = Callable[[], Awaitable[object]]  # a final record write returns the record it stored
+SEND_AT_ONCE = 10  # part messages in flight at once while a job fans out
 WARNING_LABELS = frozenset({Label.RETRY, Label.EXHAUSTED, Label.POISON})
 RETRIES = (Retry, Backoff, GiveBack)  # the outcomes counted by cause in transcoder_retries_total
 
@@ -112,6 +116,8 @@ class Settler:
         match outcome:
             case Completed(lease, published):
                 return partial(store.mark_completed, lease, published), partial(q.delete, d)
+            case FanOut(lease, message, plan):
+                return partial(self._fan_out, lease, message, plan), partial(q.delete, d)
             case Failed(lease, error, to_dlq):
                 fail = partial(store.mark_failed, lease, error)
                 # Exhausted: visible at once, so the next receive makes SQS dead-letter it.
@@ -130,6 +136,27 @@ class Settler:
                 return (partial(q.dead_letter, d, reason=error.code, detail=error.message),)
             case LeaseLostOutcome():
                 return ()
+
+    async def _fan_out(self, lease: Lease, message: JobMessage, plan: PartsRecord) -> None:
+        """Record the parts, send every part's message, then hand the job to its parts.
+
+        Idempotent, so a retry after a failed send repeats it: the plan already recorded is kept
+        and a part sent twice is claimed once (its duplicate is acknowledged). Should this worker
+        die before ``fanned_out``, the job's own message comes back and sends them again.
+        """
+        record = await self._store.split(lease, plan)
+        parts = record.parts or plan
+        pending = [i for i, s in enumerate(parts.states) if s.status is not PartStatus.DONE]
+        for start in range(0, len(pending), SEND_AT_ONCE):
+            batch = pending[start : start + SEND_AT_ONCE]
+            await asyncio.gather(
+                *(
+                    self._queue.send(message.for_part(parts.part(i)).model_dump_json())
+                    for i in batch
+                )
+            )
+        await self._store.fanned_out(lease)
+        log.info("job.fanned_out", parts=len(parts.states), sent=len(pending))
 
     def _give_back(self, delivery: Delivery, delay_s: int, resend: bool) -> Step:
         if resend:

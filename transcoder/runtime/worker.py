@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +37,14 @@ from transcoder import metrics
 from transcoder.aws.protection import Unprotected
 from transcoder.aws.queue import Delivery
 from transcoder.domain.errors import AwsUnavailable, InvalidMessage, LeaseLost, TranscoderError
-from transcoder.domain.job import ErrorInfo, JobMessage, SourceFacts, newer_schema, raw_ids
+from transcoder.domain.job import (
+    ErrorInfo,
+    JobMessage,
+    PartsRecord,
+    SourceFacts,
+    newer_schema,
+    raw_ids,
+)
 from transcoder.domain.transitions import Lease, Refusal
 from transcoder.logs import bind_job, clear_job, get_logger
 from transcoder.media.progress import Progress
@@ -51,7 +58,7 @@ from transcoder.runtime.liveness import (
     lease_horizon_s,
     supervise,
 )
-from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback
+from transcoder.runtime.pipeline import PipelineResult, PublishGuard, SourceCallback, Split
 from transcoder.runtime.ports import (
     EventsPort,
     JobQueuePort,
@@ -73,6 +80,18 @@ class PipelinePort(Protocol):
         message: JobMessage,
         progress: Progress,
         on_source: SourceCallback,
+        before_publish: PublishGuard | None = None,
+    ) -> PipelineResult | Split: ...
+
+    async def run_part(
+        self, message: JobMessage, progress: Progress, before_publish: PublishGuard | None = None
+    ) -> list[str]: ...
+
+    async def stitch(
+        self,
+        message: JobMessage,
+        parts: PartsRecord,
+        progress: Progress,
         before_publish: PublishGuard | None = None,
     ) -> PipelineResult: ...
 
@@ -410,7 +429,9 @@ class Worker:
         if isinstance(claimed, Refusal):
             return decision.NotClaimed(claimed)
         bind_job(attempt=claimed.attempt)
-        log.info("job.claimed", key=message.key)
+        if message.part is not None:
+            bind_job(part=message.part.index)
+        log.info("job.claimed", key=message.key, part=message.part.label if message.part else None)
         return await self._run(delivery, message, claimed)
 
     async def _run(self, delivery: Delivery, message: JobMessage, lease: Lease) -> Facts:
@@ -433,13 +454,16 @@ class Worker:
             if self._fitness is not None:
                 self._fitness.make_room(facts)
 
+        def confirm() -> Awaitable[None]:
+            return self._store.confirm(lease)
+
+        work = (
+            self._pipeline.run(message, progress, on_source, before_publish=confirm)
+            if message.part is None
+            else self._run_part(message, lease, progress, confirm)
+        )
         try:
-            result = await supervise(
-                self._pipeline.run(
-                    message, progress, on_source, before_publish=lambda: self._store.confirm(lease)
-                ),
-                liveness.watch(),
-            )
+            result = await supervise(work, liveness.watch())
         except asyncio.CancelledError:
             return decision.Interrupted(lease)
         except LeaseLost as exc:
@@ -448,7 +472,29 @@ class Worker:
             return self._failed(lease, exc)
         if self._fitness is not None:
             self._fitness.succeeded()
+        if isinstance(result, Split):
+            return decision.SplitPlanned(lease, message, result.plan)
+        if result is None:
+            return decision.PartFinished(lease)
         return decision.Succeeded(lease, result.published)
+
+    async def _run_part(
+        self, message: JobMessage, lease: Lease, progress: Progress, confirm: PublishGuard
+    ) -> PipelineResult | None:
+        """One part: encode and upload it, record it done; the last part done stitches.
+
+        Recorded ``DONE`` under the part's lease (a conditional write): the write that finds
+        every part done makes this part the stitcher, once, and this delivery goes on to stitch
+        under the same lease and message. A stitcher that died leaves its part ``DONE`` with a
+        lapsed lease: its message comes back and is claimed to stitch only (``stitch_only``).
+        """
+        if not lease.stitch_only:
+            await self._pipeline.run_part(message, progress, before_publish=confirm)
+        record = await self._store.part_done(lease)
+        if record.parts is None or record.parts.stitcher != lease.part:
+            return None
+        log.info("job.stitching", parts=len(record.parts.states))
+        return await self._pipeline.stitch(message, record.parts, progress, before_publish=confirm)
 
     def _failed(self, lease: Lease, exc: Exception) -> Facts:
         """The job's failure, or this worker's: then it retires and the receive is spared."""
