@@ -11,13 +11,16 @@ that always fails dead-letters and fails the job with its cause.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faults.clips import clip
-from faults.harness import Fleet
+from faults.harness import Fleet, WorkerProcess
 
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
@@ -99,3 +102,139 @@ async def test_a_chunked_job_matches_the_single_pass(
         assert chunked["video_s"] == pytest.approx(whole["video_s"], abs=0.001)
         assert chunked["audio_s"] == pytest.approx(whole["audio_s"], abs=0.03)
         assert abs(chunked["audio_s"] - chunked["video_s"]) < 0.05
+
+
+def parts_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    states: list[dict[str, Any]] = record["parts"]["states"]
+    return states
+
+
+async def claimed_chunk(worker: WorkerProcess) -> dict[str, Any]:
+    """The worker claimed a chunk (not the job, not the audio) and its ffmpeg is running."""
+    for _ in range(40):
+        event = await worker.wait_for("ffmpeg.started", timeout_s=60)
+        claims = [
+            e for e in worker.events("job.claimed") if str(e.get("part", "")).startswith("chunk")
+        ]
+        if claims and worker.ffmpeg():
+            return claims[-1]
+    raise AssertionError(f"{worker.name} never ran a chunk: {event}")
+
+
+async def test_a_worker_killed_mid_chunk_costs_that_chunk_only(
+    settings: Settings, clients: Clients, tmp_path: Path
+) -> None:
+    """SIGKILL mid-chunk: that part's message comes back after its visibility timeout and is
+    encoded again; every other part is encoded once."""
+    async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
+        (job,) = await fleet.submit(clip(SECONDS))
+        first = fleet.start("first")
+        killed = await claimed_chunk(first)
+        second = fleet.start("second")
+        first.kill()
+        assert await first.wait_exit(5) == -9
+        record = await fleet.wait_for_status(job, "COMPLETED", "FAILED", timeout_s=240)
+        assert record["status"] == "COMPLETED", record.get("error")
+        attempts = [state["attempts"] for state in parts_of(record)]
+        index = int(killed["part"].split()[1]) - 1
+        assert attempts[index] == 2, attempts
+        assert sum(attempts) == len(attempts) + 1, attempts  # one part redone, no other
+        assert second.outcomes(record["job_id"]).count("completed") == 1
+        await fleet.wait_until("jobs queue drained", fleet.drained, 20)
+
+
+async def test_sigterm_mid_chunk_hands_back_that_chunk(
+    settings: Settings, clients: Clients, tmp_path: Path
+) -> None:
+    """SIGTERM mid-chunk with a grace too short to finish it: ffmpeg killed, that part back to
+    QUEUED and visible at once, the worker exits; another worker redoes only that part."""
+    async with Fleet.open(settings, clients, tmp_path, shutdown_grace_s=0.5, **CHUNKED) as fleet:
+        (job,) = await fleet.submit(clip(SECONDS))
+        first = fleet.start("first")
+        handed = await claimed_chunk(first)
+        second = fleet.start("second")
+        await second.wait_for("worker.started")
+        first.terminate()
+        assert await first.wait_exit(10) == 0
+        job_id = handed["job_id"]
+        assert first.outcomes(job_id)[-1] == "handed_back"
+        record = await fleet.wait_for_status(job, "COMPLETED", "FAILED", timeout_s=240)
+        assert record["status"] == "COMPLETED", record.get("error")
+        attempts = [state["attempts"] for state in parts_of(record)]
+        index = int(handed["part"].split()[1]) - 1
+        assert attempts[index] == 2 and sum(attempts) == len(attempts) + 1, attempts
+        await fleet.wait_until("jobs queue drained", fleet.drained, 20)
+
+
+async def test_a_newer_upload_during_a_chunked_job_wins(
+    settings: Settings, clients: Clients, tmp_path: Path
+) -> None:
+    """The same video uploaded again while its parts run: the newer (short, single-pass) upload
+    is published, the older parts stop at their fences and their messages are dropped."""
+    async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
+        older = clip(SECONDS)
+        (job,) = await fleet.submit(older)
+        first = fleet.start("first")
+        await claimed_chunk(first)
+        newer = tmp_path / "newer" / older.name  # the same video id, other content
+        newer.parent.mkdir()
+        newer.write_bytes(clip(8).read_bytes())
+        (again,) = await fleet.submit(newer)
+        assert again.video_id == job.video_id
+        record = await fleet.wait_for_status(job, "COMPLETED", timeout_s=240)
+        older_id = first.events("job.claimed")[0]["job_id"]
+        assert record["job_id"] != older_id and "parts" not in record
+        assert record["renditions"]["720p"]["duration_s"] == pytest.approx(8, abs=0.1)
+        await fleet.wait_until("jobs queue drained", fleet.drained, 60)
+        dropped = fleet.outcomes(older_id)
+        assert "completed" not in dropped
+        assert {"lease_lost", "superseded"} & set(dropped), dropped  # stopped, then dropped
+        assert await work_keys(fleet, record["job_id"]) == []
+        # Nothing of the older upload was published over the newer one.
+        key = output_key("720p", job.user_id, job.video_id)
+        published = counted(await download(fleet, key, tmp_path / "published.mp4"))
+        assert published["video_s"] == pytest.approx(8, abs=0.1)
+
+
+def failing_chunk_ffmpeg(tmp_path: Path, start_frame: int) -> dict[str, str]:
+    """A PATH whose ffmpeg fails every encode of the chunk that starts at ``start_frame``."""
+    real = shutil.which("ffmpeg")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ffmpeg"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *start_pts={start_frame}[!0-9]*)\n'
+        '  echo "injected: this chunk always fails" >&2; exit 1;;\n'
+        "esac\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+async def test_a_chunk_that_always_fails_dead_letters_and_fails_the_job(
+    settings: Settings, clients: Clients, tmp_path: Path
+) -> None:
+    """Chunk 3 fails on every receive: retried with backoff, its last receive fails the job
+    ``retries_exhausted`` naming the chunk and its cause, SQS moves it to the DLQ, the handler
+    leaves the record as it is, and the other parts' messages are dropped."""
+    async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
+        (job,) = await fleet.submit(clip(SECONDS))
+        # 25 fps, 2 s GOPs, 6 s chunks: chunk 3 starts at frame 300.
+        worker = fleet.start("worker", extra_env=failing_chunk_ffmpeg(tmp_path, 300))
+        record = await fleet.wait_for_status(job, "FAILED", "COMPLETED", timeout_s=180)
+        assert record["status"] == "FAILED"
+        error = record["error"]
+        assert error["code"] == "retries_exhausted" and error["retryable"] is True
+        assert error["message"].startswith("chunk 3 of 4: gave up after 3 attempts")
+        assert "ffmpeg_failed" in error["message"] and "injected" in error["message"]
+        assert worker.outcomes(record["job_id"]).count("exhausted") == 1
+        await fleet.wait_until("the chunk dead-lettered", fleet.dlq_holds(1), 60)
+        await fleet.wait_until("jobs queue drained", fleet.drained, 60)
+        (letter,) = await fleet.dead_letters()
+        assert json.loads(letter["Body"])["part"]["index"] == 2
+        handled = await fleet.run_dlq_handler()
+        assert handled["batchItemFailures"] == []
+        assert (await fleet.record(job))["error"] == error  # already failed: left as it is
