@@ -97,7 +97,8 @@ class ChunkCosts:
         count = max(1, math.ceil(source_s / self.chunk_s - 1e-9))
         lengths = [self.chunk_s] * (count - 1) + [source_s - self.chunk_s * (count - 1)]
         if count > 1 and lengths[-1] < GOP_S:
-            lengths[-2] += lengths.pop()
+            tail_s = lengths.pop()
+            lengths[-1] += tail_s
         return lengths
 
     def publish_s(self, source_s: float) -> float:

@@ -389,6 +389,10 @@ class Fleet:
 
     # -- Fargate Spot ---------------------------------------------------------------------------
 
+    def interrupt(self, index: int) -> None:
+        """A Spot interruption of task ``index`` now (the Poisson draws call the same path)."""
+        self._interrupt(self.tasks[index])
+
     def _interrupt(self, task: Task) -> None:
         if task.state in (TaskState.STOPPED, TaskState.DRAINING) or self.spot is None:
             return
