@@ -21,6 +21,11 @@ What it models, and the constants behind it:
   (finish the current step within the grace period, else hand the message back at once), some
   without notice (the message comes back after ``VISIBILITY_S``), and the service replacing the
   task.
+- **Dead letters** (``max_receives``, off unless set): a message received ``max_receives`` times
+  that comes back after its visibility timeout goes to the DLQ and its job fails (the DLQ
+  handler). A hand-back on the last allowed receive is re-sent as a new message, as the worker
+  does (``GiveBack.resend``), so only losses without notice count towards the DLQ. The day
+  simulation leaves it off: its figures predate it and it has no interruptions.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Message:
     kind: PartKind
     work_s: float
     done: bool = False
+    receives: int = 0
 
 
 @dataclass(slots=True)
@@ -84,6 +90,7 @@ class JobState:
     plan: JobPlan
     start_s: float | None = None
     done_s: float | None = None
+    failed_s: float | None = None
     kills: int = 0
     parts_left: int = 0
 
@@ -119,6 +126,7 @@ class Ledger:
     handbacks: int = 0
     spot_kills: int = 0
     redone_s: float = 0.0
+    dead_letters: int = 0
 
 
 class Fleet:
@@ -136,6 +144,7 @@ class Fleet:
         planner: Callable[[Upload], JobPlan] = as_planned,
         spot: SpotModel | None = None,
         spot_rng: random.Random | None = None,
+        max_receives: int | None = None,
     ) -> None:
         self.now = 0.0
         self.startup = startup or StartupModel()
@@ -144,6 +153,7 @@ class Fleet:
         self.horizon_s = horizon_s
         self.spot = spot
         self.spot_rng = spot_rng or random.Random(0)
+        self.max_receives = max_receives
         self.jobs = [JobState(u, planner(u)) for u in uploads]
         self.messages: list[Message] = []
         self.tasks: list[Task] = []
@@ -254,10 +264,11 @@ class Fleet:
     def _start(self, task: Task, index: int) -> None:
         message = self.messages[index]
         job = self.jobs[message.job]
-        if job.done_s is not None:
-            return  # a duplicate delivery of a completed job: acknowledged and dropped
+        if job.done_s is not None or job.failed_s is not None:
+            return  # the job has ended (a duplicate, or a part of a failed job): dropped
         self._move(task, TaskState.BUSY)
         task.message = index
+        message.receives += 1
         if message.kind is PartKind.JOB:
             job.start_s = self.now
         if self._wake_started is not None:
@@ -329,6 +340,11 @@ class Fleet:
 
     def _reappear(self, index: int) -> None:
         self._hidden -= 1
+        message = self.messages[index]
+        if self.max_receives is not None and message.receives >= self.max_receives:
+            self.ledger.dead_letters += 1
+            self.jobs[message.job].failed_s = self.now
+            return
         self._visible.appendleft(index)
         self._dispatch()
 
@@ -415,9 +431,12 @@ class Fleet:
     def _hand_back(self, task: Task) -> None:
         """SIGTERM with too little time left: the message is visible again at once."""
         assert task.message is not None
+        message = self.messages[task.message]
         self.ledger.handbacks += 1
-        if task.stitching or not self.messages[task.message].done:
+        if task.stitching or not message.done:
             self.ledger.redone_s += self.now - task.step_started_s
+        if self.max_receives is not None and message.receives >= self.max_receives:
+            message.receives = 0  # re-sent as a new message, so the hand-back never dead-letters
         self._visible.appendleft(task.message)
         task.message = None
         self._retire(task)
