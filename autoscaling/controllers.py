@@ -46,7 +46,9 @@ class Controller(Protocol):
 @dataclass
 class Sampler:
     """This project: ``autoscaling.policy.decide`` on direct reads every ``period_s``, plus the
-    upload-event wake (EventBridge -> Lambda, ``wake_delay_s``) when ``upload_wake``."""
+    upload-event wake (EventBridge -> Lambda, ``wake_delay_s``) when ``upload_wake``.
+    ``fan_out_wake`` (not built: a proposal for chunked jobs) also samples ``wake_delay_s`` after
+    a job fans out its chunk messages, instead of at the next minute."""
 
     name: str
     policy: PolicyConfig
@@ -54,6 +56,7 @@ class Sampler:
     period_s: float = 60.0
     wake_delay_s: float = 2.0
     protection: bool = True
+    fan_out_wake: bool = False
 
     def attach(self, fleet: Fleet, rng: random.Random) -> None:
         clock = MemoryClock(max_gap_s=3 * self.period_s)
@@ -84,6 +87,8 @@ class Sampler:
         fleet.at(rng.uniform(0, self.period_s), tick)
         if self.upload_wake:
             fleet.on_arrival(lambda: fleet.at(fleet.now + self.wake_delay_s, wake))
+        if self.fan_out_wake:
+            fleet.on_fan_out(lambda: fleet.at(fleet.now + self.wake_delay_s, lambda: sample(0)))
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Simulate a day of uploads under each scaling policy and report latency, safety and cost.
 
     python -m autoscaling.simulate [--seed 7] [--out autoscaling/results]
+    python -m autoscaling.simulate --scenario long-upload [--seed 7] [--runs 200] [--chunk-s 30]
 
 Writes ``simulation.md`` (tables), ``simulation.json`` (every number) and ``simulation.png``
 (queue depth and task count over the nominal day) and prints the tables. Deterministic for a
 seed; runs in a few seconds. The models are described in ``autoscaling/workload.py``,
-``autoscaling/sim.py`` and ``autoscaling/controllers.py``.
+``autoscaling/sim.py`` and ``autoscaling/controllers.py``. ``--scenario long-upload`` runs
+``autoscaling/publish.py`` instead: time to publish and cost of chunked jobs, on-demand and Spot.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from autoscaling import sim, workload
+from autoscaling.chunks import ChunkCosts
 from autoscaling.controllers import AlwaysOn, Controller, Sampler, TargetTracking
 from autoscaling.policy import PolicyConfig
 from autoscaling.report import Summary, plot, summarize, table, write_json
@@ -104,7 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--trace", action="append", choices=sorted(workload.PATTERNS), help="repeatable"
     )
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--scenario",
+        choices=("day", "long-upload"),
+        default="day",
+        help="day: every policy over whole days; long-upload: chunked jobs, Spot, time to publish",
+    )
+    parser.add_argument("--runs", type=int, default=200, help="long-upload: repetitions")
+    parser.add_argument(
+        "--chunk-s", type=float, default=ChunkCosts().chunk_s, help="long-upload: source s/chunk"
+    )
     args = parser.parse_args(argv)
+    if args.scenario == "long-upload":
+        from autoscaling import publish  # it imports this module's policy
+
+        return publish.run(args)
     traces = args.trace or [workload.NOMINAL, "steady", "bursts", "idle_gap"]
     command = f"python -m autoscaling.simulate --seed {args.seed}"
     started = time.perf_counter()

@@ -40,16 +40,20 @@ NOMINAL = "diurnal"
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """One job: when its message becomes visible and how long a task takes to transcode it."""
+    """One job: when its message becomes visible, how long a task takes to transcode it in a
+    single pass on the day model's 2 vCPU task, and the source's duration (for the chunk model,
+    ``autoscaling/chunks.py``, which costs it on its own terms)."""
 
     index: int
     arrival_s: float
     work_s: float
+    source_s: float = 0.0
 
 
-def job_seconds(rng: random.Random) -> float:
+def job(rng: random.Random, index: int, arrival_s: float) -> Upload:
     source_s = min(SOURCE_MAX_S, rng.lognormvariate(math.log(SOURCE_MEDIAN_S), SOURCE_SIGMA))
-    return source_s / rng.uniform(*SPEED_REALTIME) + JOB_OVERHEAD_S
+    work_s = source_s / rng.uniform(*SPEED_REALTIME) + JOB_OVERHEAD_S
+    return Upload(index, arrival_s, work_s, source_s)
 
 
 def poisson_times(
@@ -104,4 +108,4 @@ def trace(name: str, seed: int) -> list[Upload]:
     """The uploads of one pattern; the same (name, seed) gives the same list everywhere."""
     rng = random.Random(f"{seed}:trace:{name}")
     arrivals = PATTERNS[name](rng)
-    return [Upload(i, at, job_seconds(rng)) for i, at in enumerate(arrivals)]
+    return [job(rng, i, at) for i, at in enumerate(arrivals)]
