@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from faults.clips import clip
 from faults.harness import Fleet, WorkerProcess
+from support.operator import run
 
 from transcoder.aws.clients import Clients
 from transcoder.config import Settings
@@ -215,26 +216,44 @@ def failing_chunk_ffmpeg(tmp_path: Path, start_frame: int) -> dict[str, str]:
 
 
 async def test_a_chunk_that_always_fails_dead_letters_and_fails_the_job(
-    settings: Settings, clients: Clients, tmp_path: Path
+    settings: Settings, clients: Clients, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Chunk 3 fails on every receive: retried with backoff, its last receive fails the job
-    ``retries_exhausted`` naming the chunk and its cause, SQS moves it to the DLQ, the handler
-    leaves the record as it is, and the other parts' messages are dropped."""
+    ``retries_exhausted`` naming the chunk and its cause, SQS moves it to the DLQ and the other
+    parts' messages are dropped. ``status`` shows the parts; ``dlq redrive`` re-sends the whole
+    job, which a healthy worker then completes."""
     async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
         (job,) = await fleet.submit(clip(SECONDS))
         # 25 fps, 2 s GOPs, 6 s chunks: chunk 3 starts at frame 300.
-        worker = fleet.start("worker", extra_env=failing_chunk_ffmpeg(tmp_path, 300))
+        sick = fleet.start("sick", extra_env=failing_chunk_ffmpeg(tmp_path, 300))
         record = await fleet.wait_for_status(job, "FAILED", "COMPLETED", timeout_s=180)
         assert record["status"] == "FAILED"
         error = record["error"]
         assert error["code"] == "retries_exhausted" and error["retryable"] is True
         assert error["message"].startswith("chunk 3 of 4: gave up after 3 attempts")
         assert "ffmpeg_failed" in error["message"] and "injected" in error["message"]
-        assert worker.outcomes(record["job_id"]).count("exhausted") == 1
+        assert sick.outcomes(record["job_id"]).count("exhausted") == 1
         await fleet.wait_until("the chunk dead-lettered", fleet.dlq_holds(1), 60)
         await fleet.wait_until("jobs queue drained", fleet.drained, 60)
-        (letter,) = await fleet.dead_letters()
-        assert json.loads(letter["Body"])["part"]["index"] == 2
-        handled = await fleet.run_dlq_handler()
-        assert handled["batchItemFailures"] == []
-        assert (await fleet.record(job))["error"] == error  # already failed: left as it is
+        sick.terminate()
+        assert await sick.wait_exit(20) == 0
+
+        code, out, err = await run(
+            fleet.settings, capsys, "status", job.video_id, "--user", job.user_id
+        )
+        assert code == 0, err
+        assert "parts: 4/5 done, 0 running (4 chunks + audio)" in out
+        assert "last errors: chunk 3 of 4: retries_exhausted" in out
+        code, out, err = await run(
+            fleet.settings, capsys, "dlq", "redrive", "--job", record["job_id"]
+        )
+        assert code == 0, err
+        assert "(its whole job)" in out and out.splitlines()[-1] == "1 of 1 message(s) redriven"
+        assert (await fleet.record(job))["status"] == "QUEUED"
+
+        fleet.start("healthy")
+        again = await fleet.wait_for_status(job, "COMPLETED", timeout_s=240)
+        assert again["job_id"] == record["job_id"]
+        assert all(state["status"] == "DONE" for state in parts_of(again))
+        assert all(state["attempts"] == 1 for state in parts_of(again))  # planned afresh
+        await fleet.wait_until("jobs queue drained", fleet.drained, 60)

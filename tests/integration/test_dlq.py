@@ -6,23 +6,37 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from fakes import job
 from support.operator import Aws
 
 from enqueue_lambda import dlq
 from enqueue_lambda.dlq import DeadLetterHandler
 from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.config import Settings
+from transcoder.domain import transitions as t
+from transcoder.domain.job import ErrorInfo, PartsRecord, PartState, Reason
+from transcoder.domain.record import to_item
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 BUCKET = "media-bucket"
+PARTS = PartsRecord(
+    rate="25/1",
+    keyint=50,
+    expected_frames=300,
+    starts=(0, 150),
+    audio=False,
+    states=(PartState(), PartState()),
+)
+STALLED = ErrorInfo(code=Reason.STALLED, message="no new frame", retryable=True)
 
 
 def uploads(*keys: str) -> dict[str, Any]:
@@ -256,3 +270,52 @@ async def test_the_lambda_entry_point_reads_its_table_from_the_environment(
     event = dead_letter_everything(aws, resources.dlq_url)
     assert dlq.handler(event, SimpleNamespace()) == {"batchItemFailures": []}
     assert (aws.record("u1", "v1") or {}).get("status") == "FAILED"
+
+
+async def test_a_dead_lettered_part_fails_its_chunked_job_naming_the_part(
+    settings: Settings, aws: Aws, handler: DeadLetterHandler, resources: Resources
+) -> None:
+    """A chunk whose worker died on every receive (its record still PROCESSING, the part's lease
+    lapsed): the handler fails the job ``retries_exhausted`` naming the chunk and its last cause;
+    a part still running under its lease is left for later (a batch item failure)."""
+    message = job("chunked", user="u1")
+    clock = t.Clock(datetime.now(UTC) - timedelta(seconds=3600))
+    record = t.upload_seen(None, message, clock, size_bytes=1)
+    assert isinstance(record, t.Write)
+    current = record.record
+    for step in (
+        lambda r: t.claim(r, message, "splitter", 600, clock),
+        lambda r: t.split(r, t.lease_of(r), PARTS, clock),
+        lambda r: t.fanned_out(r, t.lease_of(r), clock),
+        lambda r: t.claim(r, message.for_part(PARTS.part(0)), "w1", 60, clock),
+        lambda r: t.hand_back(r, t.lease_of(r, 0), STALLED, clock),
+        lambda r: t.claim(r, message.for_part(PARTS.part(0)), "w2", 60, clock),
+        lambda r: t.claim(r, message.for_part(PARTS.part(1)), "w3", 7200, clock),
+    ):
+        decided = step(current)
+        assert isinstance(decided, t.Write), decided
+        current = decided.record
+    aws.dynamodb.put_item(TableName=settings.table, Item=to_item(current))
+    for index in (0, 1):
+        aws.sqs.send_message(
+            QueueUrl=aws.queue_url,
+            MessageBody=message.for_part(PARTS.part(index)).model_dump_json(),
+        )
+    event = dead_letter_everything(aws, resources.dlq_url)
+    assert len(event["Records"]) == 2
+    running = next(r for r in event["Records"] if json.loads(r["body"])["part"]["index"] == 1)
+    alone = {"Records": [running]}
+    assert handler.handle(alone) == {
+        "batchItemFailures": [{"itemIdentifier": running["messageId"]}]
+    }
+    assert aws.record("u1", "chunked")["status"] == "PROCESSING"
+    assert handler.handle(event) == {"batchItemFailures": []}
+    stored = aws.record("u1", "chunked")
+    assert stored["status"] == "FAILED"
+    assert stored["error"]["code"] == "retries_exhausted" and stored["error"]["retryable"] is True
+    assert stored["error"]["message"] == (
+        "chunk 1 of 2 dead-lettered after 2 attempt(s); last cause: stalled: no new frame"
+    )
+    # Delivered again: nothing changes (the job failed already; the running part is dropped).
+    assert handler.handle(event) == {"batchItemFailures": []}
+    assert aws.record("u1", "chunked") == stored

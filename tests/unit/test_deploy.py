@@ -306,6 +306,12 @@ def test_worker_role_grants_exactly_what_the_worker_calls(template: dict[str, An
             "s3:GetObject",
         },
         "${MediaBucket.Arn}/transcoded/hls/*": {"s3:DeleteObject"},
+        "${MediaBucket.Arn}/work/*": {
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+            "s3:GetObject",
+            "s3:DeleteObject",
+        },
         "${MediaBucket.Arn}": {"s3:ListBucket"},
         "${JobsQueue.Arn}": {
             "sqs:ReceiveMessage",
@@ -343,7 +349,7 @@ S3_ACTIONS = {
     "delete_objects": "s3:DeleteObject",  # a batch of deletes needs DeleteObject on each key
     "get_paginator": "s3:ListBucket",  # storage pages list_objects_v2 (its only paginator)
 }
-S3_RESOURCES = ("/raw/*", "/transcoded/*", "/transcoded/hls/*", "")
+S3_RESOURCES = ("/raw/*", "/transcoded/*", "/transcoded/hls/*", "/work/*", "")
 OPERATOR_ONLY = {"sqs:StartMessageMoveTask"}  # `transcoder dlq redrive`: OperatorPolicy
 
 

@@ -262,22 +262,27 @@ class JobQueue:
                 if error_code(exc) not in LOST_HANDLE_CODES:
                     raise
 
-    async def resend(self, letter: DeadLetter) -> str:
-        """Send a dead letter back to the jobs queue, body and attributes unchanged; then delete
-        it from the DLQ. A failed send leaves it in the DLQ. Returns the new message id."""
+    async def resend(self, letter: DeadLetter, *, body: str | None = None) -> str:
+        """Send a dead letter back to the jobs queue, attributes unchanged (its body, or
+        ``body``: a chunked job's part is redriven as its job); then delete it from the DLQ. A
+        failed send leaves it in the DLQ. Returns the new message id."""
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             name: {"DataType": "String", "StringValue": value}
             for name, value in letter.attributes.items()
         }
         with translated("sqs.send_message(redrive)"):
             response = await self._client.send_message(
-                QueueUrl=self.url, MessageBody=letter.body, MessageAttributes=attributes
+                QueueUrl=self.url, MessageBody=body or letter.body, MessageAttributes=attributes
             )
+        await self.discard(letter)
+        return response["MessageId"]
+
+    async def discard(self, letter: DeadLetter) -> None:
+        """Delete a dead letter (another letter of the same job was redriven for it)."""
         with translated("sqs.delete_message(dlq)"):
             await self._client.delete_message(
                 QueueUrl=self._dead_letter_url(), ReceiptHandle=letter.receipt_handle
             )
-        return response["MessageId"]
 
     async def start_redrive(self) -> str:
         """Start SQS's message-move task (DLQ -> jobs queue); returns its task handle.

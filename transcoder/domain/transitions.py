@@ -396,6 +396,8 @@ def claim(
         fields.update(source_deleted_at=current.source_deleted_at)
     if current is not None and fresh:
         fields["created_at"] = current.created_at or clock.now
+    if current is not None and not fresh and current.status is Status.FAILED:
+        fields["parts"] = None  # a failed chunked job runs again from scratch, planned afresh
     fields.update(
         status=Status.PROCESSING,
         lease_owner=owner,
@@ -512,7 +514,12 @@ def fail(current: JobRecord | None, lease: Lease, error: ErrorInfo, clock: Clock
     if lease.part is not None:
         label = _part_label(current, lease.part)
         error = error.model_copy(update={"message": f"{label}: {error.message}"[:1000]})
-        state = _part_state(current, lease).model_copy(update={"error": error})
+        state = _part_state(current, lease)
+        if state.status is PartStatus.PROCESSING:  # no longer running: the job failed
+            state = state.model_copy(
+                update={"status": PartStatus.QUEUED, "owner": None, "lease_expires_at": None}
+            )
+        state = state.model_copy(update={"error": error})
         parts = _parts(current).with_state(lease.part, state)
         return _write(
             current,

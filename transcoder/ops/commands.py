@@ -28,7 +28,7 @@ from transcoder.aws.status import JobStore
 from transcoder.config import Settings
 from transcoder.domain import transitions
 from transcoder.domain.errors import TranscoderError
-from transcoder.domain.job import JobMessage, Status, isoformat, utcnow
+from transcoder.domain.job import JobMessage, PartsRecord, PartStatus, Status, isoformat, utcnow
 from transcoder.domain.record import JobRecord
 from transcoder.domain.transitions import Refusal, Verdict
 from transcoder.runtime import app
@@ -103,6 +103,20 @@ def job_row(record: JobRecord, now: datetime) -> dict[str, Any]:
     }
 
 
+def parts_line(parts: PartsRecord) -> str:
+    """A chunked job's parts at a glance: how many are done, running, and who stitches."""
+    running = sum(1 for s in parts.states if s.status is PartStatus.PROCESSING)
+    audio = " + audio" if parts.audio else ""
+    line = f"{parts.done()}/{len(parts.states)} done, {running} running"
+    line += f" ({parts.chunk_count} chunks{audio})"
+    if parts.stitcher is not None:
+        line += f"; stitched by part {parts.stitcher + 1}"
+    failed = [
+        f"{parts.part(i).label}: {s.error.code}" for i, s in enumerate(parts.states) if s.error
+    ]
+    return line + (f"; last errors: {', '.join(failed)}" if failed else "")
+
+
 async def run_status(settings: Settings, args: argparse.Namespace) -> int:
     if args.state:
         return await run_status_list(settings, args)
@@ -119,6 +133,8 @@ async def run_status(settings: Settings, args: argparse.Namespace) -> int:
     fields = ("status", "job_id", "attempts", "progress", "updated_at", "error")
     lines = [f"{n:>10}: {shown.get(n)}" for n in fields]
     lines += [f"{n:>10}: {r}" for n, r in sorted(shown.get("renditions", {}).items())]
+    if record.parts is not None:
+        lines.append(f"{'parts':>10}: {parts_line(record.parts)}")
     _print(shown, "\n".join(lines), args.json)
     return 0
 
@@ -193,17 +209,29 @@ async def requeue_note(store: JobStore, message: JobMessage) -> str:
     return f"{outcome.reason} (left as is)"
 
 
-async def redrive_one(services: app.Services, letter: DeadLetter) -> dict[str, Any]:
+async def redrive_one(
+    services: app.Services, letter: DeadLetter, redriven_jobs: set[str] | None = None
+) -> dict[str, Any]:
+    """Re-send one letter; a chunked job's part is re-sent as its whole job, once per job."""
     message, ids = read_letter(letter)
     row = {"message": letter.message_id, **ids, "ok": False}
+    seen = redriven_jobs if redriven_jobs is not None else set()
     try:
-        row["result"] = f"sent as {await services.queue.resend(letter)}"
+        if message is not None and message.part is not None and message.job_id in seen:
+            await services.queue.discard(letter)
+            row.update(ok=True, result="folded into its job's redrive", record="-")
+            return row
+        body = message.whole().model_dump_json() if message and message.part else None
+        sent = await services.queue.resend(letter, body=body)
+        row["result"] = f"sent as {sent}" + (" (its whole job)" if body else "")
     except (TranscoderError, ClientError) as exc:
         with contextlib.suppress(TranscoderError, ClientError):
             await services.queue.release([letter])
         row["result"] = f"send failed, still in the DLQ: {exc}"
         return row
     row["ok"] = True
+    if message is not None:
+        seen.add(message.job_id)
     row["record"] = await requeue_note(services.store, message) if message else "poison"
     return row
 
@@ -213,7 +241,8 @@ async def redrive(services: app.Services, job_id: str | None, limit: int) -> dic
     chosen = [le for le in letters if job_id is None or read_letter(le)[1]["job"] == job_id]
     chosen_ids = {le.message_id for le in chosen}
     await services.queue.release([le for le in letters if le.message_id not in chosen_ids])
-    rows = [await redrive_one(services, letter) for letter in chosen]
+    redriven_jobs: set[str] = set()
+    rows = [await redrive_one(services, letter, redriven_jobs) for letter in chosen]
     return {"mode": "resend", "scanned": len(letters), "redriven": rows}
 
 
