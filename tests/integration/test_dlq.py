@@ -21,7 +21,7 @@ from enqueue_lambda.handler import EnqueueConfig, Enqueuer, s3_event_for
 from transcoder.config import Settings
 from transcoder.domain import transitions as t
 from transcoder.domain.job import ErrorInfo, PartsRecord, PartState, Reason
-from transcoder.domain.record import to_item
+from transcoder.domain.record import JobRecord, to_item
 from transcoder.ops.bootstrap import Resources
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ async def test_a_dead_lettered_part_fails_its_chunked_job_naming_the_part(
     record = t.upload_seen(None, message, clock, size_bytes=1)
     assert isinstance(record, t.Write)
     current = record.record
-    for step in (
+    steps: tuple[Callable[[JobRecord], t.Decision], ...] = (
         lambda r: t.claim(r, message, "splitter", 600, clock),
         lambda r: t.split(r, t.lease_of(r), PARTS, clock),
         lambda r: t.fanned_out(r, t.lease_of(r), clock),
@@ -291,7 +291,8 @@ async def test_a_dead_lettered_part_fails_its_chunked_job_naming_the_part(
         lambda r: t.hand_back(r, t.lease_of(r, 0), STALLED, clock),
         lambda r: t.claim(r, message.for_part(PARTS.part(0)), "w2", 60, clock),
         lambda r: t.claim(r, message.for_part(PARTS.part(1)), "w3", 7200, clock),
-    ):
+    )
+    for step in steps:
         decided = step(current)
         assert isinstance(decided, t.Write), decided
         current = decided.record
