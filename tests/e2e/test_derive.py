@@ -3,7 +3,8 @@ pass's own pass, with the same segments: real ffmpeg, real footage, the real ``P
 (with an in-memory storage).
 
 Each clip is encoded twice with the worker's command line: once as a single pass writes it (MP4s,
-HLS and stills from one ffmpeg), once MP4s only, from which ``derive`` makes the rest.
+HLS and stills from one ffmpeg), once MP4s only, from which ``derive`` makes the rest; and once
+chunked and stitched (``chunks``, ``stitch``), the case derive is for.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from fakes import FakeStorage, job
 
 from transcoder.domain.job import hls_prefix, poster_key, thumbnails_prefix
 from transcoder.domain.rungs import Rung
-from transcoder.media import derive, hls, ladder, probe, stills, verify
+from transcoder.media import derive, encoder, hls, ladder, probe, stills, verify
+from transcoder.media.chunks import audio_args, chunk_args, plan_chunks
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.progress import Progress
+from transcoder.media.stitch import chunk_outputs, chunk_path, stitch
 from transcoder.runtime.pipeline import source_facts
 from transcoder.runtime.publish import Encoded, Publisher
 
@@ -159,3 +162,56 @@ async def test_a_derived_job_passes_the_publisher_and_is_published_at_the_layout
     assert poster_key("derive", "bunny") in storage.objects
     thumbnails = thumbnails_prefix("derive", "bunny")
     assert storage.content_types[f"{thumbnails}thumbnails.vtt"] == stills.VTT_TYPE
+
+
+async def stitched(
+    source: Path, media: probe.MediaInfo, plan: ladder.Plan, work: Path
+) -> dict[str, Path]:
+    """The renditions encoded in 4 s chunks and stitched, as issue 15's assembly step has them."""
+    chunks = plan_chunks(media, plan, 4.0)
+    names = [target.name for target in plan.targets]
+    options = EncodeOptions(threads=1)
+    for chunk in chunks.chunks:
+        args = chunk_args(
+            str(source), plan, chunks, chunk, chunk_outputs(work, names, chunk.index), options
+        )
+        await encoder.run(args, Progress())
+    audio = work / "audio.m4a"
+    await encoder.run(audio_args(str(source), plan, audio, options), Progress())
+    outputs = {name: work / f"{name}.mp4" for name in names}
+    for name, path in outputs.items():
+        files = [chunk_path(work, name, chunk.index) for chunk in chunks.chunks]
+        await stitch(chunks, name, files, audio, path)
+    return outputs
+
+
+async def test_derived_from_stitched_renditions_the_stream_has_the_single_pass_segments(
+    samples: dict[str, Path], tmp_path: Path
+) -> None:
+    source = tmp_path / "bbb-12s.mp4"  # three chunks of 4 s
+    looped = ["nice", "-n", "10", "ffmpeg", "-nostdin", "-v", "error", "-stream_loop", "-1"]
+    looped += ["-i", str(samples["bigbuckbunny"]), "-t", "12", "-c:v", "libx264"]
+    subprocess.run([*looped, "-preset", "ultrafast", "-c:a", "aac", str(source)], check=True)
+    media, plan = await planned(source)
+    single_hls, _ = single_pass(source, media, plan, tmp_path / "single")
+    work = tmp_path / "stitched"
+    work.mkdir()
+    outputs = await stitched(source, media, plan, work)
+
+    output, still = await derive.derive(
+        plan, media, outputs, work, hls=True, stills=True, progress=Progress()
+    )
+
+    assert output is not None and still is not None
+    stills.check(still, verify.tolerance_s(media))
+    for mine, single in zip(
+        hls.check(output.folder, media, plan),
+        hls.check(single_hls.folder, media, plan),
+        strict=True,
+    ):
+        assert mine.segments == single.segments == 6
+        ours = hls.parse_media_playlist((mine.folder / hls.PLAYLIST).read_text())
+        theirs = hls.parse_media_playlist((single.folder / hls.PLAYLIST).read_text())
+        assert [uri for uri, _ in ours.segments] == [uri for uri, _ in theirs.segments]
+        for (_, length), (_, expected) in zip(ours.segments, theirs.segments, strict=True):
+            assert length == pytest.approx(expected, abs=0.001)
