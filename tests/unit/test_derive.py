@@ -1,6 +1,6 @@
 """Deriving HLS and stills from finished renditions: the two command lines (by equality, against
 the single pass's own options), the progress they report as one stage, and the shell's plan and
-failure handling with ``encoder.run`` replaced (no ffmpeg here; tests/e2e/test_derive.py runs it).
+failure handling with ``encoder.run`` replaced (no ffmpeg here; tests/e2e/test_derive_real.py runs it).
 """
 
 from __future__ import annotations
@@ -121,6 +121,34 @@ def test_the_stills_are_the_single_pass_branches_fed_by_one_decode_of_one_rendit
     ]
 
 
+def test_keyframes_only_skips_every_other_frame_in_the_decoder() -> None:
+    made = stills.plan(600.0, PLAN, 0.1, Path("/s"))
+
+    args = derive.stills_args(PLAN, made, Path("/s/360p.mp4"), keyframes_only=True)
+
+    assert args[:5] == ["ffmpeg", "-skip_frame", "nokey", "-i", "/s/360p.mp4"]
+    assert args[5:] == derive.stills_args(PLAN, made, Path("/s/360p.mp4"))[3:]
+
+
+@pytest.mark.parametrize(
+    ("duration_s", "gop_s", "video_s", "suffice"),
+    [
+        (60.0, 2.0, 59.9, False),  # 1 s tiles: half the cues hold no keyframe
+        (150.0, 2.0, 149.9, True),  # 2 s tiles, a keyframe at each cue's start
+        (150.0, 2.002, 149.9, False),  # 29.97 fps: 2 s cues drift past the keyframes
+        (245.0, 2.002, 244.9, True),  # 3 s cues: each holds a keyframe
+        (101.0, 2.0, 100.9, True),  # the last cue 100-101 s: its keyframe at 100 s
+        (245.0, 2.5, 244.9, False),  # the last cue, 243-245 s, has none (242.5, 245)
+        (150.0, 2.0, 147.0, False),  # the video ends before the last cue's keyframe
+    ],
+)
+def test_keyframes_suffice_when_every_cue_holds_one(
+    duration_s: float, gop_s: float, video_s: float, suffice: bool
+) -> None:
+    made = stills.plan(duration_s, PLAN, 0.1, Path("/s"))
+    assert derive.keyframes_suffice(made, gop_s, video_s) is suffice
+
+
 def chains(graph: str) -> list[str]:
     """The stills' filters (from the first ``select`` on), without the link labels, which each
     graph numbers its own way."""
@@ -220,10 +248,24 @@ async def test_derive_plans_both_as_the_single_pass_does_and_writes_the_vtt(
     assert all((tmp_path / "hls" / target.name).is_dir() for target in PLAN.targets)
     assert ran == [
         derive.hls_args(PLAN, outputs, hls_output),
-        derive.stills_args(PLAN, made, outputs["360p"]),  # the smallest rendition
+        derive.stills_args(PLAN, made, outputs["360p"]),  # the smallest, in full: 1 s tiles
     ]
     assert made.files.vtt.read_text() == stills.vtt_text(made)
     assert (job.frame, job.out_time_s) == (132, 5.28)
+
+
+async def test_a_long_video_s_stills_are_decoded_from_keyframes(
+    ran: list[list[str]], tmp_path: Path
+) -> None:
+    long = dataclasses.replace(SOURCE, duration_s=600.0, video_duration_s=600.0)
+    outputs = {name: tmp_path / f"{name}.mp4" for name in ("360p", "720p")}
+
+    _, made = await derive.derive(
+        PLAN, long, outputs, tmp_path, hls=False, stills=True, progress=Progress()
+    )
+
+    assert made is not None and made.interval_s == 10
+    assert ran == [derive.stills_args(PLAN, made, outputs["360p"], keyframes_only=True)]
 
 
 async def test_derive_runs_only_what_is_asked(ran: list[list[str]], tmp_path: Path) -> None:

@@ -21,6 +21,12 @@ has only the faststart MP4s, so the rest is derived from them, and no video is e
   is softer than a single pass's. A third branch goes to a ``null`` output, first: the image
   outputs are stamped 0 s, 1 s, 2 s (``stills._jpeg``), so without it ``-progress`` would not
   advance while the video is decoded and the stall detector would kill a healthy job.
+* **Keyframes only** (:func:`keyframes_suffice`): a long video's tiles are seconds apart, and a
+  rendition has a keyframe every GOP from 0. When a tile interval is at least one GOP, every cue
+  holds a keyframe, so ffmpeg may decode keyframes alone (``-skip_frame nokey``, about a sixth of
+  a full decode): tile *k* is then the first keyframe in its cue (at most one GOP after the
+  cue's start) instead of its first frame, and the poster's candidates are keyframes. Short videos
+  (1 s tiles: under 100 s) are decoded in full, and picked exactly as in a single pass.
 * :func:`derive` runs both side by side, reports them as one stage (it advances when the slower
   one does), writes the WebVTT index and returns what ``publish.Encoded`` takes.
 
@@ -32,6 +38,7 @@ classification may pin a permanent input reason on it (``truncated`` for an MP4 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,7 @@ from transcoder.domain.errors import FfmpegFailed, InputRejected
 from transcoder.media import encoder, verify
 from transcoder.media.ffmpeg import ProgressSample
 from transcoder.media.hls import HlsOutput, hls_time_s, muxer_options, playlist_path
+from transcoder.media.hls import gop_s as planned_gop_s
 from transcoder.media.ladder import Plan, Target
 from transcoder.media.probe import MediaInfo
 from transcoder.media.progress import Progress
@@ -81,16 +89,38 @@ def hls_args(
     return _compile(ffmpeg.merge_outputs(*variants), binary)
 
 
-def stills_args(plan: Plan, still: Stills, source: Path, *, binary: str = "ffmpeg") -> list[str]:
+def stills_args(
+    plan: Plan,
+    still: Stills,
+    source: Path,
+    *,
+    keyframes_only: bool = False,
+    binary: str = "ffmpeg",
+) -> list[str]:
     """The poster and the sprite from one decode of ``source``, a rendition of ``plan``.
 
     ``plan`` is what ``still`` was planned from (``stills.plan``), which holds every size used.
+    ``keyframes_only``: decode the keyframes alone (only where :func:`keyframes_suffice`).
     """
-    video = ffmpeg.input(str(source))["v:0"].filter_multi_output("split", 1 + BRANCHES)
+    decode = {"skip_frame": "nokey"} if keyframes_only else {}
+    video = ffmpeg.input(str(source), **decode)["v:0"].filter_multi_output("split", 1 + BRANCHES)
     # Frames and media time for -progress (see the module docstring); first, so it is counted.
     witness = ffmpeg.output(video.stream(0), "-", format="null")
     branches = [video.stream(1 + index) for index in range(BRANCHES)]
     return _compile(ffmpeg.merge_outputs(witness, *still_outputs(branches, still)), binary)
+
+
+def keyframes_suffice(still: Stills, gop_s: float, video_s: float) -> bool:
+    """Whether every tile still gets a frame of its own cue from the keyframes alone.
+
+    Keyframes are at every multiple of ``gop_s`` (closed GOPs of a fixed length, from 0). With
+    cues at least that long, the first keyframe at or after a cue's start is inside the cue, so
+    no tile takes its neighbour's frame; the last cue, which ends at the duration, needs a
+    keyframe before the video ends (``video_s``, less a margin of a frame or more).
+    """
+    last_start_s = (still.count - 1) * still.interval_s
+    last_keyframe_s = math.ceil(last_start_s / gop_s - 1e-9) * gop_s  # the last tile's
+    return gop_s <= still.interval_s and last_keyframe_s < video_s
 
 
 def smallest(plan: Plan) -> Target:
@@ -179,7 +209,9 @@ async def derive(
         tolerance_s = verify.tolerance_s(media)
         still = plan_stills(media.duration_s, plan, tolerance_s, scratch)
         source = outputs[smallest(plan).name]
-        commands.append(stills_args(plan, still, source, binary=binary))
+        video_s = (media.video_duration_s or media.duration_s) - tolerance_s
+        keyframes = keyframes_suffice(still, planned_gop_s(plan, media.fps), video_s)
+        commands.append(stills_args(plan, still, source, keyframes_only=keyframes, binary=binary))
     relay = _Relay(progress, len(commands))
     await _together(*(_run(args, part) for args, part in zip(commands, relay.parts, strict=True)))
     if still is not None:

@@ -215,3 +215,28 @@ async def test_derived_from_stitched_renditions_the_stream_has_the_single_pass_s
         assert [uri for uri, _ in ours.segments] == [uri for uri, _ in theirs.segments]
         for (_, length), (_, expected) in zip(ours.segments, theirs.segments, strict=True):
             assert length == pytest.approx(expected, abs=0.001)
+
+
+async def test_a_long_video_s_sprite_from_keyframes_alone_is_the_full_decode_s(
+    tmp_path: Path,
+) -> None:
+    """104 s at 25 fps: 2 s tiles, one GOP each, so tile k is the keyframe at 2k s either way."""
+    source = tmp_path / "pattern.mp4"
+    pattern = ["nice", "-n", "10", "ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi"]
+    pattern += ["-i", "testsrc2=s=320x180:r=25:d=104", "-c:v", "libx264", "-preset", "ultrafast"]
+    subprocess.run([*pattern, str(source)], check=True, timeout=120)
+    media, plan = await planned(source)
+    outputs = mp4s(source, plan, tmp_path / "mp4")
+    progress = Progress(duration_s=media.duration_s)
+
+    _, still = await derive.derive(
+        plan, media, outputs, tmp_path, hls=False, stills=True, progress=progress
+    )
+
+    assert still is not None and still.interval_s == 2 and still.count == 52
+    stills.check(still, verify.tolerance_s(media))
+    assert progress.frame == 52  # the decoder gave the keyframes alone: 2600 frames / 50
+    full = stills.plan(media.duration_s, plan, verify.tolerance_s(media), tmp_path / "full")
+    (tmp_path / "full").mkdir()
+    run(derive.stills_args(plan, full, outputs[plan.targets[0].name]))
+    assert still.files.sprite.read_bytes() == full.files.sprite.read_bytes()
