@@ -1,6 +1,6 @@
 """Deriving HLS and stills from finished renditions: the two command lines (by equality, against
 the single pass's own options), the progress they report as one stage, and the shell's plan and
-failure handling with ``encoder.run`` replaced (no ffmpeg here; tests/e2e/test_derive_real.py runs it).
+failure handling with ``encoder.run`` replaced (no ffmpeg here: tests/e2e/test_derive_real.py).
 """
 
 from __future__ import annotations
