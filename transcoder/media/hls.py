@@ -5,7 +5,9 @@ same video packets (``v:i``) and the shared AAC packets (``a``), so HLS costs no
 encode: only a second mux and its bytes in scratch. Each slave writes, under
 ``{hls_dir}/{rendition}/``: ``index.m3u8`` (VOD, ``EXT-X-ENDLIST``), ``init.mp4`` and
 ``seg_00000.m4s``, ... (docs/media.md, the layout contract). Audio is muxed into every
-rendition's segments, so each variant plays alone.
+rendition's segments, so each variant plays alone. A stitched (chunked) job has no such encode:
+``derive`` writes the same layout by stream copy from its MP4s, with the same muxer options
+(``muxer_options``).
 
 Segments are cut at keyframes only; every GOP is closed and lasts ``keyint`` frames, so
 ``hls_time`` is half a frame less than one GOP: the muxer then cuts at every keyframe even when
@@ -73,6 +75,26 @@ class HlsOutput:
             (self.folder / target.name).mkdir(parents=True, exist_ok=True)
 
 
+def muxer_options(output: HlsOutput, target: Target) -> dict[str, str]:
+    """The ``hls`` muxer's options for one rendition, in the order ffmpeg is given them.
+
+    Shared by the tee slaves (a single pass) and the stream copy that derives HLS from finished
+    MP4s (``derive``), so both write the same segments, names and playlists.
+    """
+    return {
+        "hls_time": f"{math.floor(output.hls_time_s * 1e6) / 1e6:.6f}",
+        "hls_playlist_type": "vod",
+        "hls_segment_type": "fmp4",
+        "hls_fmp4_init_filename": INIT,
+        "hls_segment_filename": str(output.folder / target.name / SEGMENT_PATTERN),
+    }
+
+
+def playlist_path(output: HlsOutput, target: Target) -> Path:
+    """Where one rendition's media playlist is written (the muxer's output file)."""
+    return output.folder / target.name / PLAYLIST
+
+
 def tee_slaves(plan: Plan, output: HlsOutput) -> list[str]:
     """One ``hls`` tee slave per rendition (the MP4 slaves select the same streams).
 
@@ -83,17 +105,11 @@ def tee_slaves(plan: Plan, output: HlsOutput) -> list[str]:
     audio = ",a" if plan.audio_index is not None else ""
     slaves = []
     for index, target in enumerate(plan.targets):
-        folder = output.folder / target.name
-        options = [
-            "f=hls",
-            f"select=\\'v:{index}{audio}\\'",
-            f"hls_time={math.floor(output.hls_time_s * 1e6) / 1e6:.6f}",
-            "hls_playlist_type=vod",
-            "hls_segment_type=fmp4",
-            f"hls_fmp4_init_filename={INIT}",
-            f"hls_segment_filename=\\'{folder / SEGMENT_PATTERN}\\'",
-        ]
-        slaves.append(f"[{':'.join(options)}]{folder / PLAYLIST}")
+        options = ["f=hls", f"select=\\'v:{index}{audio}\\'"]
+        for key, value in muxer_options(output, target).items():
+            quoted = f"\\'{value}\\'" if key == "hls_segment_filename" else value
+            options.append(f"{key}={quoted}")
+        slaves.append(f"[{':'.join(options)}]{playlist_path(output, target)}")
     return slaves
 
 
