@@ -70,8 +70,10 @@ async def test_a_chunked_job_matches_the_single_pass(
     settings: Settings, clients: Clients, tmp_path: Path
 ) -> None:
     """Two workers share the parts; the stitched rendition has the single pass's frames and
-    duration, audio in sync, and the work prefix is gone."""
-    async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
+    duration, audio in sync; its HLS stream, poster and thumbnails are published from the
+    stitched renditions (through the same gate); and the work prefix is gone."""
+    outputs = {"hls": True, "stills": True}
+    async with Fleet.open(settings, clients, tmp_path, **{**CHUNKED, **outputs}) as fleet:
         source = clip(SECONDS)
         (job,) = await fleet.submit(source)
         pair = [fleet.start("a"), fleet.start("b")]
@@ -89,6 +91,12 @@ async def test_a_chunked_job_matches_the_single_pass(
         assert outcomes.count("split") == 1
         assert outcomes.count("part_done") == 4 and outcomes.count("completed") == 1
         assert record["renditions"]["720p"]["status"] == "COMPLETED"
+        assert list(record["hls"]["variants"]) == ["720p"]
+        assert record["poster"]["key"] and record["thumbnails"]["count"] > 0
+        prefix = record["hls"]["master_key"].rsplit("/", 1)[0]
+        listed = await fleet.clients.s3.list_objects_v2(Bucket=fleet.settings.bucket, Prefix=prefix)
+        segments = [o["Key"] for o in listed["Contents"] if o["Key"].endswith(".m4s")]
+        assert len(segments) == record["hls"]["variants"]["720p"]["segments"] == SECONDS // 2
         assert await work_keys(fleet, record["job_id"]) == []
         key = output_key("720p", job.user_id, job.video_id)
         chunked = counted(await download(fleet, key, tmp_path / "chunked.mp4"))

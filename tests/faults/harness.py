@@ -78,6 +78,8 @@ FORWARDED = (
     "sdk_max_attempts",
     "source_read_timeout_s",
     "chunking",
+    "hls",
+    "stills",
     "chunk_s",
     "chunk_threshold_s",
     "chunk_postroll_frames",

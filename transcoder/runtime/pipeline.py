@@ -41,7 +41,7 @@ from transcoder.domain.job import (
 )
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
-from transcoder.media import encoder, hls, ladder, probe, stills, verify
+from transcoder.media import derive, encoder, hls, ladder, probe, stills, verify
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
@@ -242,12 +242,25 @@ class Pipeline:
             outputs = await chunked.assemble(
                 self._storage, message.job_id, parts, planned.plan, scratch, progress
             )
+            # The HLS stream (copied, not encoded) and the stills, from the stitched renditions.
+            progress.enter("transcode")  # the stage the stall detector watches
+            hls_output, still = await derive.derive(
+                planned.plan,
+                planned.media,
+                outputs,
+                scratch,
+                hls=self._config.hls,
+                stills=self._config.stills,
+                progress=progress,
+            )
             encoded = Encoded(
                 planned.media,
                 planned.plan,
                 planned.facts,
                 outputs,
                 time.monotonic() - started,
+                hls_output=hls_output,
+                stills=still,
             )
             fences = self._fences(whole, before_publish)
             published = await self._publisher.publish(whole, encoded, progress, fences)
