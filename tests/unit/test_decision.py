@@ -7,7 +7,7 @@ import random
 import pytest
 from fakes import job
 
-from transcoder.domain.job import ErrorInfo, Published, Reason
+from transcoder.domain.job import ErrorInfo, PartsRecord, PartState, Published, Reason
 from transcoder.domain.transitions import Lease, Refusal, Verdict
 from transcoder.runtime import decision as d
 
@@ -83,3 +83,23 @@ def test_a_sick_workers_failure_hands_the_job_back_with_its_cause() -> None:
     assert outcome == d.HandedBack(
         LEASE, resend=True, error=SCRATCH_FULL, label=d.Label.WORKER_UNFIT
     )
+
+
+PART = Lease("u1", "v1", job().job_id, "w1", 1, part=2)
+
+
+def test_a_part_handed_back_on_shutdown_keeps_its_receives() -> None:
+    """A chunk interrupted by SIGTERM (a Spot notice) is re-sent, not made visible: two
+    interruptions must not leave it one crash away from the DLQ. A whole job only on its last."""
+    assert decide(d.Interrupted(PART), 1) == d.HandedBack(PART, resend=True)
+    assert decide(d.Interrupted(LEASE), 1) == d.HandedBack(LEASE, resend=False)
+    assert decide(d.Interrupted(LEASE), 3) == d.HandedBack(LEASE, resend=True)
+
+
+def test_a_split_fans_out_and_a_finished_part_is_acknowledged() -> None:
+    plan = PartsRecord(
+        rate="25/1", keyint=50, expected_frames=100, starts=(0,), audio=False, states=(PartState(),)
+    )
+    message = job()
+    assert decide(d.SplitPlanned(LEASE, message, plan)) == d.FanOut(LEASE, message, plan)
+    assert decide(d.PartFinished(PART)) == d.Acknowledge(d.Label.PART_DONE)

@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transcoder.domain.errors import OutputInvalid
+from transcoder.domain.errors import FfmpegFailed, InputRejected, OutputInvalid
 from transcoder.domain.job import (
     Part,
     PartKind,
@@ -164,7 +164,10 @@ async def assemble(
     for name in names:
         files = [stitch.chunk_path(scratch / "parts", name, c.index) for c in chunks.chunks]
         output = scratch / f"{name}.mp4"
-        line = await stitch.stitch(chunks, name, files, audio, output)
+        try:
+            line = await stitch.stitch(chunks, name, files, audio, output)
+        except InputRejected as exc:  # our own parts, not the upload: never a permanent verdict
+            raise FfmpegFailed(f"stitching {name}: {exc}") from exc
         log.info("job.stitched", rendition=name, frames=line.frames, chunks=len(files))
         stitched[name] = output
     return stitched

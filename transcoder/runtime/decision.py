@@ -22,7 +22,7 @@ ran, retryable      ``Retry``; ``Exhausted`` on the last receive      QUEUED / b
 lease lost          ``LeaseLost``                                     - / -
 worker unfit        ``HandedBack(worker_unfit)``, the error recorded  QUEUED / visible now,
                                                                       receive spared
-interrupted         ``HandedBack``                                    QUEUED / visible now
+interrupted         ``HandedBack`` (a part: re-sent, receive spared)  QUEUED / visible now
 crashed (a bug)     ``Retry`` without a lease: ``Backoff``            - / backoff
 ==================  ================================================  ==============================
 
@@ -338,7 +338,9 @@ def _claimed(
             delay = policy.backoff_s(receive_count, policy.retry_base_s, policy.retry_max_s, rng)
             return Retry(lease, error, delay)
         case Interrupted(lease):
-            return HandedBack(lease, resend=last)
+            # A part handed back on shutdown (a Spot interruption is routine) keeps its receives:
+            # re-sent, so a chunk interrupted twice is not one crash away from the DLQ.
+            return HandedBack(lease, resend=last or lease.part is not None)
         case EnvironmentFailed(lease, error):
             # Not the job's fault: visible at once for a healthy worker, the receive spared.
             return HandedBack(lease, resend=last, error=error, label=Label.WORKER_UNFIT)
