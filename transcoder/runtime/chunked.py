@@ -125,6 +125,7 @@ async def encode_part(
     progress.duration_s = max(1, end - part.start_frame) / float(single.rate)
     by_name = {target.name: files[i] for i, target in enumerate(plan.targets)}
     await encoder.run(chunk_args(url, plan, single, chunk, by_name, options), progress)
+    progress.enter("verify")
     for name, path in by_name.items():
         probed = await stitch.probe_packets(path, timeout_s=ffprobe_timeout_s)
         stitch.check_chunks(f"{name} {part.label}", [probed], single)
