@@ -59,6 +59,7 @@ from transcoder.media.stitch import (
 
 WORKLOAD = "1080p-moov-end"
 WINDOW = 2  # frames on each side of a boundary scored as "around the boundary"
+PROFILE = range(-3, 7)  # frames relative to a boundary in the per-frame seam profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class Options:
     quality: bool = True
     parallel: bool = False
     postroll_frames: int = 0
+    warmup_frames: int = 0
     vmaf_ffmpeg: str | None = None  # an ffmpeg with libvmaf: per-frame VMAF beside PSNR/SSIM
     out: Path = DEFAULT_OUT
 
@@ -183,8 +185,15 @@ async def chunked(
     threads: int,
     workers: int = 1,
     postroll_frames: int = 0,
+    warmup_frames: int = 0,
 ) -> Run:
-    chunks = plan_chunks(source.media, source.plan, chunk_s, postroll_frames=postroll_frames)
+    chunks = plan_chunks(
+        source.media,
+        source.plan,
+        chunk_s,
+        postroll_frames=postroll_frames,
+        warmup_frames=warmup_frames,
+    )
     options = EncodeOptions(threads=threads)
     run = Run("chunked", chunk_s, rep, workers, threads, chunks=len(chunks.chunks))
     started = time.monotonic()
@@ -292,11 +301,26 @@ def vmaf_scores(
     return scores
 
 
-def quality_summary(
-    scores: dict[str, list[float]], boundaries: Sequence[int]
-) -> dict[str, float | int]:
-    """Mean scores, chunked - single, and the worst boundary window against the mean."""
-    summary: dict[str, float | int] = {"boundaries": len(boundaries)}
+def seam_profile(
+    chunked_scores: Sequence[float],
+    single_scores: Sequence[float],
+    boundaries: Sequence[int],
+    offset: float,
+) -> dict[str, float]:
+    """Per frame relative to a boundary (``PROFILE``), chunked - single averaged over every
+    boundary, beyond ``offset`` (the whole-stream difference): 0 everywhere is no seam."""
+    profile = {}
+    for at in PROFILE:
+        frames = [b + at for b in boundaries if 0 <= b + at < len(chunked_scores)]
+        diffs = [chunked_scores[f] - single_scores[f] for f in frames]
+        profile[f"{at:+d}"] = round(_mean(diffs) - offset, 3)
+    return profile
+
+
+def quality_summary(scores: dict[str, list[float]], boundaries: Sequence[int]) -> dict[str, Any]:
+    """Mean scores, chunked - single, the worst and mean boundary window against the mean, and
+    the per-frame seam profile."""
+    summary: dict[str, Any] = {"boundaries": len(boundaries)}
     for key, values in scores.items():
         around = boundary_scores(values, boundaries)
         summary[f"{key}_mean"] = round(_mean(values), 4)
@@ -315,6 +339,14 @@ def quality_summary(
             )
         ]
         summary[f"{metric}_worst_seam"] = round(min(seams) - chunked_minus_single, 4)
+        summary[f"{metric}_mean_seam"] = round(_mean(seams) - chunked_minus_single, 4)
+        profile = seam_profile(
+            scores[f"chunked-{metric}"],
+            scores[f"single-{metric}"],
+            boundaries,
+            chunked_minus_single,
+        )
+        summary[f"{metric}_seam_profile"] = profile
     return summary
 
 
@@ -380,20 +412,26 @@ async def _prepare(options: Options) -> Source:
 async def _one(
     source: Source, root: Path, kind: str, chunk_s: float, rep: int, post: int, **kw: int
 ) -> Run:
+    """One run; ``kw``: ``workers``, ``threads``, ``warmup`` (frames)."""
     work = root / f"{kind}-{chunk_s:g}-{rep}-{kw.get('workers', 1)}"
     work.mkdir(parents=True, exist_ok=True)
     threads = kw.get("threads", 0)
     if kind == "single":
         run = await single_pass(source, work, rep, threads)
     else:
-        run = await chunked(source, work, chunk_s, rep, threads, kw.get("workers", 1), post)
+        workers, warmup = kw.get("workers", 1), kw.get("warmup", 0)
+        run = await chunked(source, work, chunk_s, rep, threads, workers, post, warmup)
     _say(_line(run))
     return run
 
 
 def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
     chunks = plan_chunks(
-        source.media, source.plan, options.main_chunk_s, postroll_frames=options.postroll_frames
+        source.media,
+        source.plan,
+        options.main_chunk_s,
+        postroll_frames=options.postroll_frames,
+        warmup_frames=options.warmup_frames,
     )
     boundaries = [c.start_frame for c in chunks.chunks[1:]]
     results: dict[str, Any] = {}
@@ -415,6 +453,7 @@ async def measure(options: Options) -> dict[str, Any]:
     """Every run of one invocation, in the order described in the module docstring."""
     source = await _prepare(options)
     post = options.postroll_frames
+    warm = {"warmup": options.warmup_frames}
     root = Path(tempfile.mkdtemp(prefix="bench-chunked-"))
     runs: list[Run] = []
     quality: dict[str, Any] = {}
@@ -422,17 +461,19 @@ async def measure(options: Options) -> dict[str, Any]:
         for rep in range(options.reps):
             kinds = ("single", "chunked") if rep % 2 == 0 else ("chunked", "single")
             for kind in kinds:
-                runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post))
+                runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post, **warm))
             if rep == 0 and options.quality:
                 quality = await asyncio.to_thread(_quality, source, root, options)
         for length in options.chunk_s:
             if length != options.main_chunk_s:
-                runs.append(await _one(source, root, "chunked", length, -1, post))
+                runs.append(await _one(source, root, "chunked", length, -1, post, **warm))
         if options.parallel:
             for workers in (1, 2):
                 main = options.main_chunk_s
                 runs.append(
-                    await _one(source, root, "chunked", main, -2, post, workers=workers, threads=1)
+                    await _one(
+                        source, root, "chunked", main, -2, post, workers=workers, threads=1, **warm
+                    )
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -451,6 +492,7 @@ async def measure(options: Options) -> dict[str, Any]:
         "parallel": _parallel([r for r in runs if r.rep == -2]),
         "valid": all(r.valid for r in runs),
         "postroll_frames": post,
+        "warmup_frames": options.warmup_frames,
     }
 
 
@@ -478,7 +520,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"load {result.get('machine', {}).get('load_start', '?')} -> "
         f"{result.get('machine', {}).get('load_end', '?')}; all outputs valid: {result['valid']}",
         "",
-        f"Post-roll: {result.get('postroll_frames', 0)} frames per chunk",
+        f"Post-roll: {result.get('postroll_frames', 0)} frames per chunk; warm-up: "
+        f"{result.get('warmup_frames', 0)} frames per chunk",
         "",
         f"Single pass CPU-s: {cpu['single_cpu_s']} (median {cpu['median_single_cpu_s']})",
         "",
@@ -512,15 +555,17 @@ def markdown(result: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"| rendition | VMAF single | chunked | diff | frames around boundaries "
-                f"({WINDOW} before, {WINDOW} after), chunked | worst seam VMAF |",
+                f"({WINDOW} before, {WINDOW} after), chunked | seam VMAF: mean / worst |",
                 "|---|---|---|---|---|---|",
             ]
         for name, q in vmaf.items():
             lines.append(
                 f"| {name} | {q['single-vmaf_mean']:.3f} | {q['chunked-vmaf_mean']:.3f} | "
                 f"**{q['vmaf_chunked_minus_single']:+.3f}** | "
-                f"{q['chunked-vmaf_boundary_mean']:.3f} | {q['vmaf_worst_seam']:+.3f} |"
+                f"{q['chunked-vmaf_boundary_mean']:.3f} | "
+                f"{q['vmaf_mean_seam']:+.3f} / **{q['vmaf_worst_seam']:+.3f}** |"
             )
+        lines += _profile_table(result["quality"])
     if result["parallel"]:
         par = result["parallel"]
         lines += [
@@ -529,6 +574,26 @@ def markdown(result: dict[str, Any]) -> str:
             f"processes {par['two_processes_wall_s']} s: speed-up **{par['speed_up']:.2f}x**",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _profile_table(quality: dict[str, Any]) -> list[str]:
+    """Per frame around a boundary, chunked - single beyond the average (pure)."""
+    offsets = [f"{at:+d}" for at in PROFILE]
+    lines = [
+        "",
+        "Seam profile: per frame relative to a boundary (0 = the chunk's IDR), chunked - single "
+        "averaged over the boundaries, less the whole-stream difference",
+        "",
+        f"| rendition, metric | {' | '.join(offsets)} |",
+        "|---|" + "---|" * len(offsets),
+    ]
+    for name, q in quality.items():
+        for metric in ("psnr", "vmaf"):
+            profile = q.get(f"{metric}_seam_profile")
+            if profile:
+                values = " | ".join(f"{profile[at]:+.2f}" for at in offsets)
+                lines.append(f"| {name} {metric.upper()} | {values} |")
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:
@@ -541,6 +606,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
     p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
+    p.add_argument("--warmup", type=int, default=0, help="frames encoded before each chunk")
     p.add_argument(
         "--vmaf-ffmpeg",
         help="an ffmpeg with libvmaf for per-frame VMAF (default: search PATH, imageio-ffmpeg)",
@@ -562,6 +628,7 @@ def main(argv: Sequence[str]) -> int:
         quality=not args.no_quality,
         parallel=args.parallel,
         postroll_frames=args.postroll,
+        warmup_frames=args.warmup,
         vmaf_ffmpeg=None if args.no_vmaf else find_vmaf_ffmpeg(args.vmaf_ffmpeg),
         out=args.out,
     )

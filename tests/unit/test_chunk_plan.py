@@ -300,3 +300,65 @@ def test_the_cut_is_the_decode_time_of_the_idr_that_opens_the_post_roll() -> Non
     assert check_chunks("720p", [encoded, packets(0, 1, 2)], chunks) == [4, 3]
     with pytest.raises(OutputInvalid, match="chunk 0: 4 frames, planned 6"):
         check_chunks("720p", [packets(0, 1, 2, 3), packets(0, 1, 2)], chunks)
+
+
+def test_a_warm_up_is_encoded_before_the_chunk_with_an_idr_forced_at_its_first_kept_frame() -> None:
+    source = media(duration_s=30.0, video_duration_s=30.0)
+    ladder_ = ladder_plan(source)
+    chunks = plan_chunks(source, ladder_, 6, postroll_frames=6, warmup_frames=12)
+    assert (chunks.warmup(chunks.chunks[0]), chunks.warmup(chunks.chunks[1])) == (0, 12)
+    outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
+    args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
+    # Decoding still starts 1 s before the first frame encoded (150 - 12 = 138: 5.52 s).
+    assert args[:6] == ["ffmpeg", "-noaccurate_seek", "-ss", "4.520000", "-i", "in.mp4"]
+    graph = args[args.index("-filter_complex") + 1]
+    assert "trim=end_pts=306:start_pts=138[s1];[s1]setpts=PTS-138[s2]" in graph
+    # Frame 12 of the file is frame 150 of the timeline: an IDR, and x264's keyint counts from it.
+    assert args[args.index("-force_key_frames") + 1] == "expr:eq(n,12)"
+    first = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[0], outputs, EncodeOptions())
+    assert "-force_key_frames" not in first  # nothing before frame 0 to warm up on
+    assert "trim=end_pts=156:start_pts=0" in first[first.index("-filter_complex") + 1]
+    # A warm-up of whole GOPs needs no forced keyframe: x264's own grid from frame 0 lands on it.
+    gop = plan_chunks(source, ladder_, 6, warmup_frames=50)
+    assert "-force_key_frames" not in chunk_args(
+        "in.mp4", ladder_, gop, gop.chunks[2], outputs, EncodeOptions()
+    )
+
+
+def test_the_stitch_starts_each_warmed_up_chunk_at_its_first_kept_frame() -> None:
+    chunks = plan_chunks(
+        media(duration_s=30.0, video_duration_s=30.0),
+        ladder_plan(media(duration_s=30.0, video_duration_s=30.0)),
+        6,
+        warmup_frames=12,
+    )
+    text = concat_list(chunks, [Path(f"{i}.mp4") for i in range(5)])
+    assert text.splitlines()[1:6] == [
+        "file '0.mp4'",
+        "duration 6000000us",
+        "file '1.mp4'",
+        "inpoint 480000us",  # 12 frames at 25 fps: the presentation time of the kept IDR
+        "duration 6000000us",
+    ]
+    assert text.splitlines()[-2:] == ["file '4.mp4'", "inpoint 480000us"]
+
+
+def test_warmed_up_chunks_hold_the_warm_up_too_and_the_post_roll_cut_counts_from_the_end() -> None:
+    chunks = ChunkPlan(
+        Fraction(25),
+        4,
+        12,
+        (Chunk(0, 0, 4), Chunk(1, 4, 8), Chunk(2, 8, None)),
+        postroll_frames=2,
+        warmup_frames=3,
+    )
+    first = packets(*range(6), keys=(0, 4))  # 4 frames + 2 of post-roll
+    middle = packets(*range(9), keys=(0, 3, 7))  # 3 of warm-up + 4 + 2 of post-roll
+    last = packets(*range(7), keys=(0, 3))  # 3 of warm-up + 4 to the end
+    assert check_chunks("720p", [first, middle, last], chunks) == [4, 4, 4]
+    with pytest.raises(OutputInvalid, match="chunk 1: 6 frames, planned 9"):
+        check_chunks("720p", [first, packets(*range(6), keys=(0, 4)), last], chunks)
+    assert cut_us(first, chunks, 4) == 80_000  # frame 4's dts: (4 - 2) frames
+    assert cut_us(middle, chunks, 4) == 200_000  # frame 7's dts: (7 - 2) frames
+    with pytest.raises(OutputInvalid, match="not 4 \\+ a post-roll"):
+        cut_us(packets(*range(8)), chunks, 4)

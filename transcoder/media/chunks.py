@@ -89,6 +89,17 @@ class ChunkPlan:
     # Frames encoded past a closed chunk's end and dropped at the stitch: x264 then decides the
     # chunk's last frames with the future in its lookahead, as in a single pass (no seam there).
     postroll_frames: int = 0
+    # Frames encoded before a chunk's start and dropped at the stitch: x264's rate control then
+    # reaches the chunk's IDR with a history of P-frame quantisers, as in a single pass.
+    warmup_frames: int = 0
+
+    def warmup(self, chunk: Chunk) -> int:
+        """The warm-up frames of ``chunk``: none for the first (nothing precedes frame 0)."""
+        return min(self.warmup_frames, chunk.start_frame)
+
+    def encoded_start(self, chunk: Chunk) -> int:
+        """The first frame the chunk's encode produces, warm-up included."""
+        return chunk.start_frame - self.warmup(chunk)
 
     def encoded_end(self, chunk: Chunk) -> int | None:
         """The last frame (exclusive) the chunk's encode produces, post-roll included."""
@@ -110,7 +121,12 @@ def output_rate(plan: Plan, media: MediaInfo) -> Fraction:
 
 
 def plan_chunks(
-    media: MediaInfo, plan: Plan, chunk_s: float, *, postroll_frames: int = 0
+    media: MediaInfo,
+    plan: Plan,
+    chunk_s: float,
+    *,
+    postroll_frames: int = 0,
+    warmup_frames: int = 0,
 ) -> ChunkPlan:
     """Cut the output timeline into chunks of about ``chunk_s`` (a whole number of GOPs)."""
     rate = output_rate(plan, media)
@@ -121,7 +137,7 @@ def plan_chunks(
     starts = list(range(0, max(1, expected - plan.keyint + 1), length))
     ends: list[int | None] = [*starts[1:], None]
     chunks = tuple(Chunk(i, s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True)))
-    return ChunkPlan(rate, plan.keyint, expected, chunks, postroll_frames)
+    return ChunkPlan(rate, plan.keyint, expected, chunks, postroll_frames, warmup_frames)
 
 
 def _rate_text(rate: Fraction) -> str:
@@ -162,7 +178,8 @@ def chunk_args(
     binary: str = "ffmpeg",
 ) -> list[str]:
     """ffmpeg for one chunk: every rendition's frames ``chunk`` of the single pass, video only."""
-    seek_s = max(0.0, float(chunks.time_s(chunk.start_frame)) - preroll_s)
+    first = chunks.encoded_start(chunk)
+    seek_s = max(0.0, float(chunks.time_s(first)) - preroll_s)
     seek = {"ss": f"{seek_s:.6f}"} if seek_s > 0 else {}
     source = _input(input_url, noaccurate_seek=None, **seek)
     video = _video_chain(source, plan)
@@ -170,22 +187,35 @@ def chunk_args(
         # The single pass's encoder makes the source's constant rate exact (CFR sync); here the
         # fps filter does it before the trim, so frame indices are timestamps.
         video = video.filter("fps", fps=_rate_text(chunks.rate))
-    bounds = {"start_pts": chunk.start_frame}
+    bounds = {"start_pts": first}
     end = chunks.encoded_end(chunk)
     if end is not None:
         bounds["end_pts"] = end
-    video = video.filter("trim", **bounds).filter("setpts", f"PTS-{chunk.start_frame}")
+    video = video.filter("trim", **bounds).filter("setpts", f"PTS-{first}")
     video_only = replace(plan, audio_index=None)
     output = ffmpeg.output(
         *_scaled(_split(video, len(plan.targets)), plan),
         _chunk_tee_spec(plan, outputs),
         format="tee",
         **_encode_options(video_only, options),
+        **_warmup_keyframe(chunks, chunk),
     )
     args: list[str] = _global(output, "-copyts", "-start_at_zero").compile(
         cmd=binary, overwrite_output=True
     )
     return args
+
+
+def _warmup_keyframe(chunks: ChunkPlan, chunk: Chunk) -> dict[str, str]:
+    """Force the IDR at the chunk's first kept frame after a warm-up that is not whole GOPs.
+
+    x264 counts ``keyint`` from the last keyframe, so the forced IDR also puts every later one
+    back on the single pass's grid (``sc_threshold 0``: no scene-cut keyframes in between).
+    """
+    warmup = chunks.warmup(chunk)
+    if warmup % chunks.keyint == 0:
+        return {}  # none, or whole GOPs: x264's own grid from frame 0 already has it
+    return {"force_key_frames": f"expr:eq(n,{warmup})"}
 
 
 def audio_args(
@@ -218,11 +248,15 @@ def concat_list(
 
     ``cuts_us``: per chunk, the decode time (in the chunk file) of the post-roll's first packet,
     the IDR at the boundary: the concat demuxer drops every packet from that decode time on.
+    A chunk with a warm-up starts at its ``inpoint``, the presentation time of its first kept
+    frame (an IDR, a closed GOP): the demuxer seeks to it and subtracts it from every timestamp.
     """
     lines = ["ffconcat version 1.0"]
     cuts = cuts_us if cuts_us is not None else [None] * len(paths)
     for chunk, path, cut in zip(chunks.chunks, paths, cuts, strict=True):
         lines.append(f"file {_quoted(path)}")
+        if chunks.warmup(chunk):
+            lines.append(f"inpoint {chunks.offset_us(chunks.warmup(chunk))}us")
         if chunk.end_frame is not None:
             duration = chunks.offset_us(chunk.end_frame) - chunks.offset_us(chunk.start_frame)
             lines.append(f"duration {duration}us")
