@@ -70,6 +70,7 @@ class Options:
     reps: int = 2
     threads: int = 0
     quality: bool = True
+    quality_all: bool = False  # score every swept length, not only the main one
     parallel: bool = False
     postroll_frames: int = 0
     warmup_frames: int = 0
@@ -425,26 +426,43 @@ async def _one(
     return run
 
 
-def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
+def _quality(
+    source: Source,
+    root: Path,
+    options: Options,
+    chunk_s: float,
+    single_vmaf: dict[str, dict[str, list[float]]],
+) -> dict[str, Any]:
+    """Score the chunked run of ``chunk_s`` (the main one of repetition 0, else the sweep's)
+    against the first single pass; the single pass's VMAF is computed once (``single_vmaf``)."""
     chunks = plan_chunks(
         source.media,
         source.plan,
-        options.main_chunk_s,
+        chunk_s,
         postroll_frames=options.postroll_frames,
         warmup_frames=options.warmup_frames,
     )
     boundaries = [c.start_frame for c in chunks.chunks[1:]]
+    run_dir = (
+        f"chunked-{chunk_s:g}-0-1"
+        if chunk_s == options.main_chunk_s
+        else f"chunked-{chunk_s:g}--1-1"
+    )
     results: dict[str, Any] = {}
     for target in source.plan.targets:
-        _say(f"  scoring {target.name} (PSNR, SSIM per frame)")
+        _say(f"  scoring {target.name}, {chunk_s:g} s chunks (PSNR, SSIM per frame)")
         single = root / f"single-{options.main_chunk_s:g}-0-1" / f"single-{target.name}.mp4"
-        chunk = root / f"chunked-{options.main_chunk_s:g}-0-1" / f"chunked-{target.name}.mp4"
-        scores = score(single, chunk, source.path, target.width, target.height, root)
+        chunk = root / run_dir / f"chunked-{target.name}.mp4"
+        size = (target.width, target.height)
+        scores = score(single, chunk, source.path, *size, root)
         if options.vmaf_ffmpeg is not None:
-            _say(f"  scoring {target.name} (VMAF per frame: {options.vmaf_ffmpeg})")
-            renditions = {"single": single, "chunked": chunk}
-            size = (target.width, target.height)
-            scores |= vmaf_scores(options.vmaf_ffmpeg, renditions, source.path, *size, root)
+            _say(f"  scoring {target.name}, {chunk_s:g} s chunks (VMAF: {options.vmaf_ffmpeg})")
+            if target.name not in single_vmaf:
+                single_vmaf[target.name] = vmaf_scores(
+                    options.vmaf_ffmpeg, {"single": single}, source.path, *size, root
+                )
+            scores |= single_vmaf[target.name]
+            scores |= vmaf_scores(options.vmaf_ffmpeg, {"chunked": chunk}, source.path, *size, root)
         results[target.name] = quality_summary(scores, boundaries)
     return results
 
@@ -457,16 +475,24 @@ async def measure(options: Options) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-chunked-"))
     runs: list[Run] = []
     quality: dict[str, Any] = {}
+    others: dict[str, Any] = {}  # --quality-all: the swept lengths' scores
+    single_vmaf: dict[str, dict[str, list[float]]] = {}
     try:
         for rep in range(options.reps):
             kinds = ("single", "chunked") if rep % 2 == 0 else ("chunked", "single")
             for kind in kinds:
                 runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post, **warm))
             if rep == 0 and options.quality:
-                quality = await asyncio.to_thread(_quality, source, root, options)
+                quality = await asyncio.to_thread(
+                    _quality, source, root, options, options.main_chunk_s, single_vmaf
+                )
         for length in options.chunk_s:
             if length != options.main_chunk_s:
                 runs.append(await _one(source, root, "chunked", length, -1, post, **warm))
+                if options.quality and options.quality_all:
+                    others[f"{length:g}"] = await asyncio.to_thread(
+                        _quality, source, root, options, length, single_vmaf
+                    )
         if options.parallel:
             for workers in (1, 2):
                 main = options.main_chunk_s
@@ -489,6 +515,7 @@ async def measure(options: Options) -> dict[str, Any]:
         "runs": [dataclasses.asdict(r) for r in runs],
         "cpu": summarise([r for r in runs if r.rep != -2], options),
         "quality": quality,
+        "quality_by_chunk_s": {f"{options.main_chunk_s:g}": quality, **others} if others else {},
         "parallel": _parallel([r for r in runs if r.rep == -2]),
         "valid": all(r.valid for r in runs),
         "postroll_frames": post,
@@ -566,6 +593,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{q['vmaf_mean_seam']:+.3f} / **{q['vmaf_worst_seam']:+.3f}** |"
             )
         lines += _profile_table(result["quality"])
+    if result.get("quality_by_chunk_s"):
+        lines += _lengths_table(result["quality_by_chunk_s"])
     if result["parallel"]:
         par = result["parallel"]
         lines += [
@@ -574,6 +603,30 @@ def markdown(result: dict[str, Any]) -> str:
             f"processes {par['two_processes_wall_s']} s: speed-up **{par['speed_up']:.2f}x**",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _lengths_table(by_length: dict[str, Any]) -> list[str]:
+    """Whole-stream difference and seam per chunk length (``--quality-all``; pure)."""
+    lines = [
+        "",
+        "| chunk length | rendition | boundaries | VMAF chunked - single | "
+        "seam VMAF mean / worst | PSNR-Y chunked - single | seam PSNR mean / worst |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for length, renditions in by_length.items():
+        for name, q in renditions.items():
+            vmaf = (
+                f"{q['vmaf_chunked_minus_single']:+.3f} | "
+                f"{q['vmaf_mean_seam']:+.3f} / {q['vmaf_worst_seam']:+.3f}"
+                if "vmaf_worst_seam" in q
+                else "- | -"
+            )
+            lines.append(
+                f"| {length} s | {name} | {q['boundaries']} | {vmaf} | "
+                f"{q['psnr_chunked_minus_single']:+.3f} dB | "
+                f"{q['psnr_mean_seam']:+.3f} / {q['psnr_worst_seam']:+.3f} dB |"
+            )
+    return lines
 
 
 def _profile_table(quality: dict[str, Any]) -> list[str]:
@@ -604,6 +657,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=2, help="alternating single/chunked repetitions")
     p.add_argument("--threads", type=int, default=0, help="ffmpeg -threads (0: ffmpeg chooses)")
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
+    p.add_argument(
+        "--quality-all", action="store_true", help="score every swept length, not only the main"
+    )
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
     p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
     p.add_argument("--warmup", type=int, default=0, help="frames encoded before each chunk")
@@ -626,6 +682,7 @@ def main(argv: Sequence[str]) -> int:
         reps=max(1, args.reps),
         threads=args.threads,
         quality=not args.no_quality,
+        quality_all=args.quality_all,
         parallel=args.parallel,
         postroll_frames=args.postroll,
         warmup_frames=args.warmup,
