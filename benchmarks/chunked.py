@@ -45,7 +45,15 @@ from benchmarks.quality import VMAF_MODEL, find_vmaf_ffmpeg
 from samples.workloads import ensure_workload
 from transcoder.domain.rungs import DEFAULT_LADDER
 from transcoder.media import ladder, probe, verify
-from transcoder.media.chunks import ChunkPlan, audio_args, chunk_args, concat_list, plan_chunks
+from transcoder.media.chunks import (
+    DEFAULT_POSTROLL_FRAMES,
+    DEFAULT_WARMUP_FRAMES,
+    ChunkPlan,
+    audio_args,
+    chunk_args,
+    concat_list,
+    plan_chunks,
+)
 from transcoder.media.chunks import stitch_args as make_stitch_args
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.stitch import (
@@ -58,6 +66,7 @@ from transcoder.media.stitch import (
 )
 
 WORKLOAD = "1080p-moov-end"
+DEFAULT_CHUNK_S = 30.0  # the fleet's TRANSCODER_CHUNK_S (docs/media.md: why 30)
 WINDOW = 2  # frames on each side of a boundary scored as "around the boundary"
 PROFILE = range(-3, 7)  # frames relative to a boundary in the per-frame seam profile
 
@@ -65,15 +74,15 @@ PROFILE = range(-3, 7)  # frames relative to a boundary in the per-frame seam pr
 @dataclass(frozen=True, slots=True)
 class Options:
     duration_s: float = 60.0
-    chunk_s: tuple[float, ...] = (4.0, 6.0, 10.0, 20.0)
-    main_chunk_s: float = 6.0
+    chunk_s: tuple[float, ...] = (10.0, 20.0, 30.0)
+    main_chunk_s: float = DEFAULT_CHUNK_S
     reps: int = 2
     threads: int = 0
     quality: bool = True
     quality_all: bool = False  # score every swept length, not only the main one
     parallel: bool = False
-    postroll_frames: int = 0
-    warmup_frames: int = 0
+    postroll_frames: int = DEFAULT_POSTROLL_FRAMES
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES
     vmaf_ffmpeg: str | None = None  # an ffmpeg with libvmaf: per-frame VMAF beside PSNR/SSIM
     out: Path = DEFAULT_OUT
 
@@ -185,8 +194,8 @@ async def chunked(
     rep: int,
     threads: int,
     workers: int = 1,
-    postroll_frames: int = 0,
-    warmup_frames: int = 0,
+    postroll_frames: int = DEFAULT_POSTROLL_FRAMES,
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES,
 ) -> Run:
     chunks = plan_chunks(
         source.media,
@@ -652,8 +661,13 @@ def _profile_table(quality: dict[str, Any]) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks chunked", description=__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of 1080p (default 60)")
-    p.add_argument("--chunk-s", default="4,6,10,20", help="chunk lengths to sweep (seconds)")
-    p.add_argument("--main-chunk-s", type=float, default=6.0, help="the repeated, scored length")
+    p.add_argument("--chunk-s", default="10,20,30", help="chunk lengths to sweep (seconds)")
+    p.add_argument(
+        "--main-chunk-s",
+        type=float,
+        default=DEFAULT_CHUNK_S,
+        help=f"the repeated, scored length (default {DEFAULT_CHUNK_S:g})",
+    )
     p.add_argument("--reps", type=int, default=2, help="alternating single/chunked repetitions")
     p.add_argument("--threads", type=int, default=0, help="ffmpeg -threads (0: ffmpeg chooses)")
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
@@ -661,8 +675,18 @@ def parser() -> argparse.ArgumentParser:
         "--quality-all", action="store_true", help="score every swept length, not only the main"
     )
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
-    p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
-    p.add_argument("--warmup", type=int, default=0, help="frames encoded before each chunk")
+    p.add_argument(
+        "--postroll",
+        type=int,
+        default=DEFAULT_POSTROLL_FRAMES,
+        help=f"frames encoded past each chunk (default {DEFAULT_POSTROLL_FRAMES})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULT_WARMUP_FRAMES,
+        help=f"frames encoded before each chunk (default {DEFAULT_WARMUP_FRAMES})",
+    )
     p.add_argument(
         "--vmaf-ffmpeg",
         help="an ffmpeg with libvmaf for per-frame VMAF (default: search PATH, imageio-ffmpeg)",
