@@ -17,10 +17,17 @@ Pure argument building and checks, tested by equality, plus thin async shells; n
   picks the frame for a slot from the frames around it, ``bwdif`` reads its neighbours) therefore
   see the same frames as in a single pass. Video only, split into every rendition, the single
   pass's x264 options; one plain MP4 per rendition.
-* **Post-roll** (``postroll_frames``, default 0): a closed chunk may be encoded a few frames past
+* **Post-roll** (``postroll_frames``, default 6): a closed chunk is encoded a few frames past
   its end, so x264 decides its last frames with the future in its lookahead as a single pass
   does; the stitch drops them from the IDR at the boundary on (concat ``outpoint`` at that IDR's
   decode time: a closed GOP means nothing before the boundary decodes after it).
+* **Warm-up** (``warmup_frames``, default 12): every chunk but the first is encoded from a few
+  frames before its start, with an IDR forced at its first kept frame (``-force_key_frames``;
+  x264 counts ``keyint`` from there, so the rest of the grid follows). A cold x264 gives its first
+  IDR the CRF's own QP less the I/P offset; a warm one derives it from the recent P-frames' QPs,
+  as the single pass does at that same IDR, which is the seam's start side. The stitch starts the
+  chunk at that IDR (concat ``inpoint`` at its presentation time: the demuxer seeks to it and
+  subtracts it from every timestamp; nothing after a closed GOP's IDR refers to the warm-up).
 * **Audio** (:func:`audio_args`): encoded once for the whole source, as in a single pass.
 * **Stitch** (:func:`stitch_args`): per rendition the concat demuxer reads the chunk MP4s and
   offsets each by the exact duration of the chunks before it (``duration`` lines in whole
