@@ -45,7 +45,15 @@ from benchmarks.quality import VMAF_MODEL, find_vmaf_ffmpeg
 from samples.workloads import ensure_workload
 from transcoder.domain.rungs import DEFAULT_LADDER
 from transcoder.media import ladder, probe, verify
-from transcoder.media.chunks import ChunkPlan, audio_args, chunk_args, concat_list, plan_chunks
+from transcoder.media.chunks import (
+    DEFAULT_POSTROLL_FRAMES,
+    DEFAULT_WARMUP_FRAMES,
+    ChunkPlan,
+    audio_args,
+    chunk_args,
+    concat_list,
+    plan_chunks,
+)
 from transcoder.media.chunks import stitch_args as make_stitch_args
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.stitch import (
@@ -58,19 +66,23 @@ from transcoder.media.stitch import (
 )
 
 WORKLOAD = "1080p-moov-end"
+DEFAULT_CHUNK_S = 30.0  # the fleet's TRANSCODER_CHUNK_S (docs/media.md: why 30)
 WINDOW = 2  # frames on each side of a boundary scored as "around the boundary"
+PROFILE = range(-3, 7)  # frames relative to a boundary in the per-frame seam profile
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     duration_s: float = 60.0
-    chunk_s: tuple[float, ...] = (4.0, 6.0, 10.0, 20.0)
-    main_chunk_s: float = 6.0
+    chunk_s: tuple[float, ...] = (10.0, 20.0, 30.0)
+    main_chunk_s: float = DEFAULT_CHUNK_S
     reps: int = 2
     threads: int = 0
     quality: bool = True
+    quality_all: bool = False  # score every swept length, not only the main one
     parallel: bool = False
-    postroll_frames: int = 0
+    postroll_frames: int = DEFAULT_POSTROLL_FRAMES
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES
     vmaf_ffmpeg: str | None = None  # an ffmpeg with libvmaf: per-frame VMAF beside PSNR/SSIM
     out: Path = DEFAULT_OUT
 
@@ -182,9 +194,16 @@ async def chunked(
     rep: int,
     threads: int,
     workers: int = 1,
-    postroll_frames: int = 0,
+    postroll_frames: int = DEFAULT_POSTROLL_FRAMES,
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES,
 ) -> Run:
-    chunks = plan_chunks(source.media, source.plan, chunk_s, postroll_frames=postroll_frames)
+    chunks = plan_chunks(
+        source.media,
+        source.plan,
+        chunk_s,
+        postroll_frames=postroll_frames,
+        warmup_frames=warmup_frames,
+    )
     options = EncodeOptions(threads=threads)
     run = Run("chunked", chunk_s, rep, workers, threads, chunks=len(chunks.chunks))
     started = time.monotonic()
@@ -292,11 +311,26 @@ def vmaf_scores(
     return scores
 
 
-def quality_summary(
-    scores: dict[str, list[float]], boundaries: Sequence[int]
-) -> dict[str, float | int]:
-    """Mean scores, chunked - single, and the worst boundary window against the mean."""
-    summary: dict[str, float | int] = {"boundaries": len(boundaries)}
+def seam_profile(
+    chunked_scores: Sequence[float],
+    single_scores: Sequence[float],
+    boundaries: Sequence[int],
+    offset: float,
+) -> dict[str, float]:
+    """Per frame relative to a boundary (``PROFILE``), chunked - single averaged over every
+    boundary, beyond ``offset`` (the whole-stream difference): 0 everywhere is no seam."""
+    profile = {}
+    for at in PROFILE:
+        frames = [b + at for b in boundaries if 0 <= b + at < len(chunked_scores)]
+        diffs = [chunked_scores[f] - single_scores[f] for f in frames]
+        profile[f"{at:+d}"] = round(_mean(diffs) - offset, 3)
+    return profile
+
+
+def quality_summary(scores: dict[str, list[float]], boundaries: Sequence[int]) -> dict[str, Any]:
+    """Mean scores, chunked - single, the worst and mean boundary window against the mean, and
+    the per-frame seam profile."""
+    summary: dict[str, Any] = {"boundaries": len(boundaries)}
     for key, values in scores.items():
         around = boundary_scores(values, boundaries)
         summary[f"{key}_mean"] = round(_mean(values), 4)
@@ -315,6 +349,14 @@ def quality_summary(
             )
         ]
         summary[f"{metric}_worst_seam"] = round(min(seams) - chunked_minus_single, 4)
+        summary[f"{metric}_mean_seam"] = round(_mean(seams) - chunked_minus_single, 4)
+        profile = seam_profile(
+            scores[f"chunked-{metric}"],
+            scores[f"single-{metric}"],
+            boundaries,
+            chunked_minus_single,
+        )
+        summary[f"{metric}_seam_profile"] = profile
     return summary
 
 
@@ -380,33 +422,56 @@ async def _prepare(options: Options) -> Source:
 async def _one(
     source: Source, root: Path, kind: str, chunk_s: float, rep: int, post: int, **kw: int
 ) -> Run:
+    """One run; ``kw``: ``workers``, ``threads``, ``warmup`` (frames)."""
     work = root / f"{kind}-{chunk_s:g}-{rep}-{kw.get('workers', 1)}"
     work.mkdir(parents=True, exist_ok=True)
     threads = kw.get("threads", 0)
     if kind == "single":
         run = await single_pass(source, work, rep, threads)
     else:
-        run = await chunked(source, work, chunk_s, rep, threads, kw.get("workers", 1), post)
+        workers, warmup = kw.get("workers", 1), kw.get("warmup", 0)
+        run = await chunked(source, work, chunk_s, rep, threads, workers, post, warmup)
     _say(_line(run))
     return run
 
 
-def _quality(source: Source, root: Path, options: Options) -> dict[str, Any]:
+def _quality(
+    source: Source,
+    root: Path,
+    options: Options,
+    chunk_s: float,
+    single_vmaf: dict[str, dict[str, list[float]]],
+) -> dict[str, Any]:
+    """Score the chunked run of ``chunk_s`` (the main one of repetition 0, else the sweep's)
+    against the first single pass; the single pass's VMAF is computed once (``single_vmaf``)."""
     chunks = plan_chunks(
-        source.media, source.plan, options.main_chunk_s, postroll_frames=options.postroll_frames
+        source.media,
+        source.plan,
+        chunk_s,
+        postroll_frames=options.postroll_frames,
+        warmup_frames=options.warmup_frames,
     )
     boundaries = [c.start_frame for c in chunks.chunks[1:]]
+    run_dir = (
+        f"chunked-{chunk_s:g}-0-1"
+        if chunk_s == options.main_chunk_s
+        else f"chunked-{chunk_s:g}--1-1"
+    )
     results: dict[str, Any] = {}
     for target in source.plan.targets:
-        _say(f"  scoring {target.name} (PSNR, SSIM per frame)")
+        _say(f"  scoring {target.name}, {chunk_s:g} s chunks (PSNR, SSIM per frame)")
         single = root / f"single-{options.main_chunk_s:g}-0-1" / f"single-{target.name}.mp4"
-        chunk = root / f"chunked-{options.main_chunk_s:g}-0-1" / f"chunked-{target.name}.mp4"
-        scores = score(single, chunk, source.path, target.width, target.height, root)
+        chunk = root / run_dir / f"chunked-{target.name}.mp4"
+        size = (target.width, target.height)
+        scores = score(single, chunk, source.path, *size, root)
         if options.vmaf_ffmpeg is not None:
-            _say(f"  scoring {target.name} (VMAF per frame: {options.vmaf_ffmpeg})")
-            renditions = {"single": single, "chunked": chunk}
-            size = (target.width, target.height)
-            scores |= vmaf_scores(options.vmaf_ffmpeg, renditions, source.path, *size, root)
+            _say(f"  scoring {target.name}, {chunk_s:g} s chunks (VMAF: {options.vmaf_ffmpeg})")
+            if target.name not in single_vmaf:
+                single_vmaf[target.name] = vmaf_scores(
+                    options.vmaf_ffmpeg, {"single": single}, source.path, *size, root
+                )
+            scores |= single_vmaf[target.name]
+            scores |= vmaf_scores(options.vmaf_ffmpeg, {"chunked": chunk}, source.path, *size, root)
         results[target.name] = quality_summary(scores, boundaries)
     return results
 
@@ -415,24 +480,35 @@ async def measure(options: Options) -> dict[str, Any]:
     """Every run of one invocation, in the order described in the module docstring."""
     source = await _prepare(options)
     post = options.postroll_frames
+    warm = {"warmup": options.warmup_frames}
     root = Path(tempfile.mkdtemp(prefix="bench-chunked-"))
     runs: list[Run] = []
     quality: dict[str, Any] = {}
+    others: dict[str, Any] = {}  # --quality-all: the swept lengths' scores
+    single_vmaf: dict[str, dict[str, list[float]]] = {}
     try:
         for rep in range(options.reps):
             kinds = ("single", "chunked") if rep % 2 == 0 else ("chunked", "single")
             for kind in kinds:
-                runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post))
+                runs.append(await _one(source, root, kind, options.main_chunk_s, rep, post, **warm))
             if rep == 0 and options.quality:
-                quality = await asyncio.to_thread(_quality, source, root, options)
+                quality = await asyncio.to_thread(
+                    _quality, source, root, options, options.main_chunk_s, single_vmaf
+                )
         for length in options.chunk_s:
             if length != options.main_chunk_s:
-                runs.append(await _one(source, root, "chunked", length, -1, post))
+                runs.append(await _one(source, root, "chunked", length, -1, post, **warm))
+                if options.quality and options.quality_all:
+                    others[f"{length:g}"] = await asyncio.to_thread(
+                        _quality, source, root, options, length, single_vmaf
+                    )
         if options.parallel:
             for workers in (1, 2):
                 main = options.main_chunk_s
                 runs.append(
-                    await _one(source, root, "chunked", main, -2, post, workers=workers, threads=1)
+                    await _one(
+                        source, root, "chunked", main, -2, post, workers=workers, threads=1, **warm
+                    )
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -448,9 +524,11 @@ async def measure(options: Options) -> dict[str, Any]:
         "runs": [dataclasses.asdict(r) for r in runs],
         "cpu": summarise([r for r in runs if r.rep != -2], options),
         "quality": quality,
+        "quality_by_chunk_s": {f"{options.main_chunk_s:g}": quality, **others} if others else {},
         "parallel": _parallel([r for r in runs if r.rep == -2]),
         "valid": all(r.valid for r in runs),
         "postroll_frames": post,
+        "warmup_frames": options.warmup_frames,
     }
 
 
@@ -478,7 +556,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"load {result.get('machine', {}).get('load_start', '?')} -> "
         f"{result.get('machine', {}).get('load_end', '?')}; all outputs valid: {result['valid']}",
         "",
-        f"Post-roll: {result.get('postroll_frames', 0)} frames per chunk",
+        f"Post-roll: {result.get('postroll_frames', 0)} frames per chunk; warm-up: "
+        f"{result.get('warmup_frames', 0)} frames per chunk",
         "",
         f"Single pass CPU-s: {cpu['single_cpu_s']} (median {cpu['median_single_cpu_s']})",
         "",
@@ -512,15 +591,19 @@ def markdown(result: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"| rendition | VMAF single | chunked | diff | frames around boundaries "
-                f"({WINDOW} before, {WINDOW} after), chunked | worst seam VMAF |",
+                f"({WINDOW} before, {WINDOW} after), chunked | seam VMAF: mean / worst |",
                 "|---|---|---|---|---|---|",
             ]
         for name, q in vmaf.items():
             lines.append(
                 f"| {name} | {q['single-vmaf_mean']:.3f} | {q['chunked-vmaf_mean']:.3f} | "
                 f"**{q['vmaf_chunked_minus_single']:+.3f}** | "
-                f"{q['chunked-vmaf_boundary_mean']:.3f} | {q['vmaf_worst_seam']:+.3f} |"
+                f"{q['chunked-vmaf_boundary_mean']:.3f} | "
+                f"{q['vmaf_mean_seam']:+.3f} / **{q['vmaf_worst_seam']:+.3f}** |"
             )
+        lines += _profile_table(result["quality"])
+    if result.get("quality_by_chunk_s"):
+        lines += _lengths_table(result["quality_by_chunk_s"])
     if result["parallel"]:
         par = result["parallel"]
         lines += [
@@ -531,16 +614,79 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _lengths_table(by_length: dict[str, Any]) -> list[str]:
+    """Whole-stream difference and seam per chunk length (``--quality-all``; pure)."""
+    lines = [
+        "",
+        "| chunk length | rendition | boundaries | VMAF chunked - single | "
+        "seam VMAF mean / worst | PSNR-Y chunked - single | seam PSNR mean / worst |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for length, renditions in by_length.items():
+        for name, q in renditions.items():
+            vmaf = (
+                f"{q['vmaf_chunked_minus_single']:+.3f} | "
+                f"{q['vmaf_mean_seam']:+.3f} / {q['vmaf_worst_seam']:+.3f}"
+                if "vmaf_worst_seam" in q
+                else "- | -"
+            )
+            lines.append(
+                f"| {length} s | {name} | {q['boundaries']} | {vmaf} | "
+                f"{q['psnr_chunked_minus_single']:+.3f} dB | "
+                f"{q['psnr_mean_seam']:+.3f} / {q['psnr_worst_seam']:+.3f} dB |"
+            )
+    return lines
+
+
+def _profile_table(quality: dict[str, Any]) -> list[str]:
+    """Per frame around a boundary, chunked - single beyond the average (pure)."""
+    offsets = [f"{at:+d}" for at in PROFILE]
+    lines = [
+        "",
+        "Seam profile: per frame relative to a boundary (0 = the chunk's IDR), chunked - single "
+        "averaged over the boundaries, less the whole-stream difference",
+        "",
+        f"| rendition, metric | {' | '.join(offsets)} |",
+        "|---|" + "---|" * len(offsets),
+    ]
+    for name, q in quality.items():
+        for metric in ("psnr", "vmaf"):
+            profile = q.get(f"{metric}_seam_profile")
+            if profile:
+                values = " | ".join(f"{profile[at]:+.2f}" for at in offsets)
+                lines.append(f"| {name} {metric.upper()} | {values} |")
+    return lines
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks chunked", description=__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of 1080p (default 60)")
-    p.add_argument("--chunk-s", default="4,6,10,20", help="chunk lengths to sweep (seconds)")
-    p.add_argument("--main-chunk-s", type=float, default=6.0, help="the repeated, scored length")
+    p.add_argument("--chunk-s", default="10,20,30", help="chunk lengths to sweep (seconds)")
+    p.add_argument(
+        "--main-chunk-s",
+        type=float,
+        default=DEFAULT_CHUNK_S,
+        help=f"the repeated, scored length (default {DEFAULT_CHUNK_S:g})",
+    )
     p.add_argument("--reps", type=int, default=2, help="alternating single/chunked repetitions")
     p.add_argument("--threads", type=int, default=0, help="ffmpeg -threads (0: ffmpeg chooses)")
     p.add_argument("--no-quality", action="store_true", help="skip PSNR/SSIM")
+    p.add_argument(
+        "--quality-all", action="store_true", help="score every swept length, not only the main"
+    )
     p.add_argument("--parallel", action="store_true", help="also 2 processes vs 1, -threads 1")
-    p.add_argument("--postroll", type=int, default=0, help="frames encoded past each chunk")
+    p.add_argument(
+        "--postroll",
+        type=int,
+        default=DEFAULT_POSTROLL_FRAMES,
+        help=f"frames encoded past each chunk (default {DEFAULT_POSTROLL_FRAMES})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULT_WARMUP_FRAMES,
+        help=f"frames encoded before each chunk (default {DEFAULT_WARMUP_FRAMES})",
+    )
     p.add_argument(
         "--vmaf-ffmpeg",
         help="an ffmpeg with libvmaf for per-frame VMAF (default: search PATH, imageio-ffmpeg)",
@@ -560,8 +706,10 @@ def main(argv: Sequence[str]) -> int:
         reps=max(1, args.reps),
         threads=args.threads,
         quality=not args.no_quality,
+        quality_all=args.quality_all,
         parallel=args.parallel,
         postroll_frames=args.postroll,
+        warmup_frames=args.warmup,
         vmaf_ffmpeg=None if args.no_vmaf else find_vmaf_ffmpeg(args.vmaf_ffmpeg),
         out=args.out,
     )

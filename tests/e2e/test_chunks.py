@@ -98,12 +98,17 @@ def plan_of(media: probe.MediaInfo, rungs: tuple[Rung, ...]) -> ladder.Plan:
 
 
 async def encode_both(
-    source: Path, work: Path, rungs: tuple[Rung, ...], rewrite: Any = list, postroll: int = 0
+    source: Path,
+    work: Path,
+    rungs: tuple[Rung, ...],
+    rewrite: Any = list,
+    postroll: int = 0,
+    warmup: int = 0,
 ) -> Encoded:
     """A single pass and a chunked encode (chunks + audio + stitch) of the same plan."""
     media = probe.parse(await probe.run(str(source), timeout_s=60), size_bytes=1)
     plan = plan_of(media, rungs)
-    chunks = plan_chunks(media, plan, CHUNK_S, postroll_frames=postroll)
+    chunks = plan_chunks(media, plan, CHUNK_S, postroll_frames=postroll, warmup_frames=warmup)
     single = {t.name: work / f"single-{t.name}.mp4" for t in plan.targets}
     await encoder.run(rewrite(build_args(str(source), plan, single, OPTIONS)), Progress())
     names = [t.name for t in plan.targets]
@@ -215,23 +220,30 @@ def frame_hashes(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("clip", "postroll"),
-    [("footage", 0), ("vfr_footage", 0), ("footage", 6)],
-    ids=["cfr", "vfr", "cfr-postroll-6"],
+    ("clip", "postroll", "warmup"),
+    [("footage", 0, 0), ("vfr_footage", 0, 0), ("footage", 6, 0), ("vfr_footage", 6, 12)],
+    ids=["cfr", "vfr", "cfr-postroll-6", "vfr-postroll-6-warmup-12"],
 )
 async def test_every_chunked_frame_is_the_picture_the_single_pass_shows(
-    clip: str, postroll: int, request: pytest.FixtureRequest, tmp_path: Path
+    clip: str, postroll: int, warmup: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     source: Path = request.getfixturevalue(clip)
-    both = await encode_both(source, tmp_path, TINY, rewrite=lossless, postroll=postroll)
+    both = await encode_both(source, tmp_path, TINY, lossless, postroll, warmup)
     single, chunked = frame_hashes(both.single["180p"]), frame_hashes(both.chunked["180p"])
     assert len(single) == len(chunked) == 500  # the VFR clip is made 25 fps by the plan
     assert [i for i, (a, b) in enumerate(zip(single, chunked, strict=True)) if a != b] == []
-    # With a post-roll the chunk files hold 6 frames more; the stitch cut them at each IDR.
-    assert (
-        timeline(await probe_packets(chunk_path(tmp_path, "180p", 0)), both.chunks.rate).frames
-        == 100 + postroll
-    )
+    # The chunk files hold the post-roll (and the warm-up, but the first chunk has none); the
+    # stitch cut them at each IDR.
+    lines = [
+        timeline(await probe_packets(chunk_path(tmp_path, "180p", i)), both.chunks.rate)
+        for i in (0, 1)
+    ]
+    assert [line.frames for line in lines] == [100 + postroll, 100 + warmup + postroll]
+    # The file's first frame is an IDR; with a warm-up, the IDR forced at the chunk's first kept
+    # frame and the 2 s grid from there (the post-roll's IDR included).
+    assert lines[1].keyframes == tuple(sorted({0, *range(warmup, lines[1].frames, 50)}))
+    stitched = timeline(await probe_packets(both.chunked["180p"]), both.chunks.rate)
+    assert (stitched.problems, stitched.keyframes) == ((), tuple(range(0, 500, 50)))
     path, target = both.chunked["180p"], both.plan.targets[0]
     facts = await probe.run(str(path), timeout_s=60)
     assert verify.check(path, facts, target, both.media, both.plan).frames == 500

@@ -11,6 +11,7 @@ from benchmarks.chunked import (
     boundary_scores,
     per_frame,
     quality_summary,
+    seam_profile,
     summarise,
     vmaf_frames,
 )
@@ -84,3 +85,33 @@ def test_vmaf_per_frame_comes_from_libvmafs_json_log_and_gets_its_own_seam_figur
     assert summary["vmaf_chunked_minus_single"] == -0.2
     assert summary["vmaf_worst_seam"] == -0.8  # -1.0 around frame 8, less the -0.2 average
     assert "psnr_worst_seam" in summary
+
+
+def test_the_seam_profile_averages_each_frame_offset_over_the_boundaries() -> None:
+    single = [40.0] * 30
+    chunked = [39.9] * 30  # -0.1 everywhere: the whole-stream difference, not a seam
+    for boundary in (10, 20):
+        chunked[boundary] -= 2.0  # the chunk's IDR
+        chunked[boundary + 1] -= 1.0
+    chunked[9] -= 0.6  # the last frame of the first chunk only
+    profile = seam_profile(chunked, single, [10, 20], -0.1)
+    assert profile["+0"] == -2.0
+    assert profile["+1"] == -1.0
+    assert profile["-1"] == -0.3  # -0.6 at one boundary of two
+    assert profile["+2"] == profile["-3"] == 0.0
+    assert list(profile) == ["-3", "-2", "-1", "+0", "+1", "+2", "+3", "+4", "+5", "+6"]
+    summary = quality_summary(
+        {
+            "single-psnr": single,
+            "chunked-psnr": chunked,
+            "single-ssim": [0.9] * 30,
+            "chunked-ssim": [0.9] * 30,
+        },
+        [10, 20],
+    )
+    # The benchmark measures the offset on the stream itself (the dips pull it down a little).
+    offset = summary["psnr_chunked_minus_single"]
+    assert offset == round(-0.1 - 6.6 / 30, 4)
+    assert summary["psnr_seam_profile"] == seam_profile(chunked, single, [10, 20], offset)
+    # Windows of frames 8..11 and 18..21, the -0.1 of every frame included.
+    assert summary["psnr_mean_seam"] == round((-4.0 - 3.4) / 8 - offset, 4)

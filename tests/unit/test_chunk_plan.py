@@ -41,6 +41,11 @@ def chunk_plan(source: MediaInfo, chunk_s: float) -> ChunkPlan:
     return plan_chunks(source, ladder_plan(source), chunk_s)
 
 
+def bare(source: MediaInfo, ladder_: Plan, chunk_s: float) -> ChunkPlan:
+    """Chunks with neither post-roll nor warm-up: the encode is exactly the chunk's frames."""
+    return plan_chunks(source, ladder_, chunk_s, postroll_frames=0, warmup_frames=0)
+
+
 def test_a_25_fps_source_is_cut_every_three_gops_and_the_last_chunk_runs_to_the_end() -> None:
     # 30 s at 25 fps, 2 s GOPs (50 frames), 6 s chunks: 150 frames, boundaries on the GOP grid.
     assert chunk_plan(media(duration_s=30.0, video_duration_s=30.0), 6) == ChunkPlan(
@@ -117,7 +122,7 @@ def test_any_chunk_plan_tiles_the_timeline_on_the_gop_grid(
 def test_a_chunk_seeks_before_its_boundary_keeps_timestamps_and_trims_by_frame_index() -> None:
     source = media(duration_s=30.0, video_duration_s=30.0)
     ladder_ = ladder_plan(source)
-    chunks = plan_chunks(source, ladder_, 6)
+    chunks = bare(source, ladder_, 6)
     outputs = {"720p": Path("/w/720p/00001.mp4"), "1080p": Path("/w/1080p/00001.mp4")}
     args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
     assert args[:6] == ["ffmpeg", "-noaccurate_seek", "-ss", "5.000000", "-i", "in.mp4"]
@@ -142,7 +147,7 @@ def test_a_chunk_seeks_before_its_boundary_keeps_timestamps_and_trims_by_frame_i
 def test_the_first_chunk_does_not_seek_and_the_last_has_no_end() -> None:
     source = media(duration_s=30.0, video_duration_s=30.0)
     ladder_ = ladder_plan(source)
-    chunks = plan_chunks(source, ladder_, 6)
+    chunks = bare(source, ladder_, 6)
     outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
     first = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[0], outputs, EncodeOptions())
     last = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[-1], outputs, EncodeOptions())
@@ -154,7 +159,7 @@ def test_the_first_chunk_does_not_seek_and_the_last_has_no_end() -> None:
 def test_a_vfr_chunk_reuses_the_plan_fps_filter_and_adds_none() -> None:
     vfr = media(fps=20.0, base_fps=30.0, duration_s=12.0, video_duration_s=12.0)
     ladder_ = ladder_plan(vfr)
-    chunks = plan_chunks(vfr, ladder_, 4)
+    chunks = bare(vfr, ladder_, 4)
     outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
     args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
     graph = args[args.index("-filter_complex") + 1]
@@ -182,7 +187,7 @@ def test_the_concat_script_gives_exact_cumulative_durations_so_rounding_never_ac
     # rounded cumulative offsets, so even 1000 chunks of a rate whose frames are not whole
     # microseconds add up to the exact total.
     ntsc = media(fps=30000 / 1001, base_fps=30000 / 1001, duration_s=20.0, video_duration_s=20.0)
-    chunks = chunk_plan(ntsc, 6)
+    chunks = bare(ntsc, ladder_plan(ntsc), 6)
     paths = [Path(f"/w/720p/0000{i}.mp4") for i in range(len(chunks.chunks))]
     assert concat_list(chunks, paths) == (
         "ffconcat version 1.0\n"
@@ -192,7 +197,7 @@ def test_the_concat_script_gives_exact_cumulative_durations_so_rounding_never_ac
     )
     # 7 frames at 30000/1001 fps are 233566.67 us: rounding each duration alone would drift.
     odd = tuple(Chunk(i, 7 * i, 7 * i + 7) for i in range(1000))
-    long_run = ChunkPlan(Fraction(30000, 1001), 7, 10**6, odd)
+    long_run = ChunkPlan(Fraction(30000, 1001), 7, 10**6, odd, postroll_frames=0, warmup_frames=0)
     text = concat_list(long_run, [Path("c.mp4")] * 1000)
     total = sum(int(line.split()[1][:-2]) for line in text.splitlines() if line.startswith("dur"))
     assert total == round(7_000 * 1_000_000 * Fraction(1001, 30000))
@@ -265,7 +270,9 @@ def test_a_stitched_rendition_must_keep_the_gop_grid_and_every_chunk_frame() -> 
 
 
 def test_a_chunk_short_of_its_planned_frames_or_with_other_parameters_is_refused() -> None:
-    chunks = ChunkPlan(Fraction(25), 4, 12, (Chunk(0, 0, 4), Chunk(1, 4, 8), Chunk(2, 8, None)))
+    chunks = ChunkPlan(
+        Fraction(25), 4, 12, (Chunk(0, 0, 4), Chunk(1, 4, 8), Chunk(2, 8, None)), 0, 0
+    )
     whole = [packets(0, 1, 2, 3), packets(0, 1, 2, 3), packets(0, 1, 2)]
     assert check_chunks("720p", whole, chunks) == [4, 4, 3]
     short = [packets(0, 1, 2, 3), packets(0, 1, 2), packets(0, 1, 2)]
@@ -280,7 +287,7 @@ def test_a_chunk_short_of_its_planned_frames_or_with_other_parameters_is_refused
 def test_a_post_roll_is_encoded_past_the_end_and_cut_at_the_boundary_idr() -> None:
     source = media(duration_s=30.0, video_duration_s=30.0)
     ladder_ = ladder_plan(source)
-    chunks = plan_chunks(source, ladder_, 6, postroll_frames=6)
+    chunks = plan_chunks(source, ladder_, 6, postroll_frames=6, warmup_frames=0)
     outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
     args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
     assert "trim=end_pts=306:start_pts=150" in args[args.index("-filter_complex") + 1]
@@ -293,10 +300,82 @@ def test_a_post_roll_is_encoded_past_the_end_and_cut_at_the_boundary_idr() -> No
 
 
 def test_the_cut_is_the_decode_time_of_the_idr_that_opens_the_post_roll() -> None:
-    chunks = ChunkPlan(Fraction(25), 4, 12, (Chunk(0, 0, 4), Chunk(1, 4, None)), postroll_frames=2)
+    chunks = ChunkPlan(
+        Fraction(25), 4, 12, (Chunk(0, 0, 4), Chunk(1, 4, None)), postroll_frames=2, warmup_frames=0
+    )
     encoded = packets(0, 1, 2, 3, 4, 5, keys=(0, 4))  # dts = (i - 2) frames
     assert cut_us(encoded, chunks, 4) == 80_000  # frame 4's dts: 2 frames = 0.08 s
     assert cut_us(encoded, chunks, None) is None  # the last chunk is not cut
     assert check_chunks("720p", [encoded, packets(0, 1, 2)], chunks) == [4, 3]
     with pytest.raises(OutputInvalid, match="chunk 0: 4 frames, planned 6"):
         check_chunks("720p", [packets(0, 1, 2, 3), packets(0, 1, 2)], chunks)
+
+
+def test_a_warm_up_is_encoded_before_the_chunk_with_an_idr_forced_at_its_first_kept_frame() -> None:
+    source = media(duration_s=30.0, video_duration_s=30.0)
+    ladder_ = ladder_plan(source)
+    chunks = plan_chunks(source, ladder_, 6, postroll_frames=6, warmup_frames=12)
+    assert (chunks.warmup(chunks.chunks[0]), chunks.warmup(chunks.chunks[1])) == (0, 12)
+    outputs = {"720p": Path("a.mp4"), "1080p": Path("b.mp4")}
+    args = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[1], outputs, EncodeOptions())
+    # Decoding still starts 1 s before the first frame encoded (150 - 12 = 138: 5.52 s).
+    assert args[:6] == ["ffmpeg", "-noaccurate_seek", "-ss", "4.520000", "-i", "in.mp4"]
+    graph = args[args.index("-filter_complex") + 1]
+    assert "trim=end_pts=306:start_pts=138[s1];[s1]setpts=PTS-138[s2]" in graph
+    # Frame 12 of the file is frame 150 of the timeline: an IDR, and x264's keyint counts from it.
+    assert args[args.index("-force_key_frames") + 1] == "expr:eq(n,12)"
+    first = chunk_args("in.mp4", ladder_, chunks, chunks.chunks[0], outputs, EncodeOptions())
+    assert "-force_key_frames" not in first  # nothing before frame 0 to warm up on
+    assert "trim=end_pts=156:start_pts=0" in first[first.index("-filter_complex") + 1]
+    # A warm-up of whole GOPs needs no forced keyframe: x264's own grid from frame 0 lands on it.
+    gop = plan_chunks(source, ladder_, 6, warmup_frames=50)
+    assert "-force_key_frames" not in chunk_args(
+        "in.mp4", ladder_, gop, gop.chunks[2], outputs, EncodeOptions()
+    )
+
+
+def test_the_stitch_starts_each_warmed_up_chunk_at_its_first_kept_frame() -> None:
+    chunks = plan_chunks(
+        media(duration_s=30.0, video_duration_s=30.0),
+        ladder_plan(media(duration_s=30.0, video_duration_s=30.0)),
+        6,
+        warmup_frames=12,
+    )
+    text = concat_list(chunks, [Path(f"{i}.mp4") for i in range(5)])
+    assert text.splitlines()[1:6] == [
+        "file '0.mp4'",
+        "duration 6000000us",
+        "file '1.mp4'",
+        "inpoint 480000us",  # 12 frames at 25 fps: the presentation time of the kept IDR
+        "duration 6000000us",
+    ]
+    assert text.splitlines()[-2:] == ["file '4.mp4'", "inpoint 480000us"]
+
+
+def test_warmed_up_chunks_hold_the_warm_up_too_and_the_post_roll_cut_counts_from_the_end() -> None:
+    chunks = ChunkPlan(
+        Fraction(25),
+        4,
+        12,
+        (Chunk(0, 0, 4), Chunk(1, 4, 8), Chunk(2, 8, None)),
+        postroll_frames=2,
+        warmup_frames=3,
+    )
+    first = packets(*range(6), keys=(0, 4))  # 4 frames + 2 of post-roll
+    middle = packets(*range(9), keys=(0, 3, 7))  # 3 of warm-up + 4 + 2 of post-roll
+    last = packets(*range(7), keys=(0, 3))  # 3 of warm-up + 4 to the end
+    assert check_chunks("720p", [first, middle, last], chunks) == [4, 4, 4]
+    with pytest.raises(OutputInvalid, match="chunk 1: 6 frames, planned 9"):
+        check_chunks("720p", [first, packets(*range(6), keys=(0, 4)), last], chunks)
+    assert cut_us(first, chunks, 4) == 80_000  # frame 4's dts: (4 - 2) frames
+    assert cut_us(middle, chunks, 4) == 200_000  # frame 7's dts: (7 - 2) frames
+    with pytest.raises(OutputInvalid, match="not 4 \\+ a post-roll"):
+        cut_us(packets(*range(8)), chunks, 4)
+
+
+def test_by_default_a_chunk_has_the_measured_post_roll_and_warm_up() -> None:
+    # 6 frames after (the end side of the seam), 12 before (the start side): docs/media.md.
+    chunks = chunk_plan(media(duration_s=30.0, video_duration_s=30.0), 6)
+    assert (chunks.postroll_frames, chunks.warmup_frames) == (6, 12)
+    assert [chunks.warmup(c) for c in chunks.chunks] == [0, 12, 12, 12, 12]
+    assert [chunks.encoded_end(c) for c in chunks.chunks] == [156, 306, 456, 606, None]

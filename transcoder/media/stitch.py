@@ -120,9 +120,11 @@ def check_chunks(name: str, probes: Sequence[dict[str, Any]], chunks: ChunkPlan)
     first = _stream(probes[0]) if probes else {}
     for chunk, probe in zip(chunks.chunks, probes, strict=True):
         line = timeline(probe, chunks.rate)
-        frames.append(line.frames if chunk.frames is None else chunk.frames)
+        warmup = chunks.warmup(chunk)
+        frames.append(line.frames - warmup if chunk.frames is None else chunk.frames)
         problems += [f"chunk {chunk.index}: {p}" for p in line.problems]
-        encoded = None if chunk.frames is None else chunk.frames + chunks.postroll_frames
+        extra = warmup + chunks.postroll_frames
+        encoded = None if chunk.frames is None else chunk.frames + extra
         if encoded is not None and line.frames != encoded:
             problems.append(f"chunk {chunk.index}: {line.frames} frames, planned {encoded}")
         differing = [k for k in SHARED_PARAMETERS if _stream(probe).get(k) != first.get(k)]
@@ -135,16 +137,23 @@ def check_chunks(name: str, probes: Sequence[dict[str, Any]], chunks: ChunkPlan)
 
 def cut_us(probe: dict[str, Any], chunks: ChunkPlan, frames: int | None) -> int | None:
     """Where the post-roll starts in decode time (whole microseconds, rounded down so the IDR at
-    frame ``frames`` is dropped and the frame decoded before it is kept); None: nothing to cut."""
+    the chunk's end is dropped and the frame decoded before it is kept); None: nothing to cut.
+
+    The post-roll is the file's last ``postroll_frames`` frames: counting from the end finds the
+    IDR whether or not the chunk was encoded with a warm-up before its ``frames`` frames.
+    """
     if frames is None or not chunks.postroll_frames:
         return None
     packets = [p for p in probe.get("packets", []) if "pts" in p and "dts" in p]
     time_base = Fraction(str(_stream(probe)["time_base"]))
     first = min(int(p["pts"]) for p in packets)
+    at = len(packets) - chunks.postroll_frames
+    if at - frames not in {0, chunks.warmup_frames}:
+        raise OutputInvalid(f"{len(packets)} frames: not {frames} + a post-roll (and warm-up)")
     for packet in packets:
-        if (int(packet["pts"]) - first) * time_base * chunks.rate == frames:
+        if (int(packet["pts"]) - first) * time_base * chunks.rate == at:
             return math.floor(int(packet["dts"]) * time_base * 1_000_000)
-    raise OutputInvalid(f"no frame {frames} to cut the post-roll at")
+    raise OutputInvalid(f"no frame {at} to cut the post-roll at")
 
 
 def check_stitched(name: str, probe: dict[str, Any], chunks: ChunkPlan, frames: int) -> Timeline:
