@@ -5,6 +5,9 @@
 ``python -m benchmarks outputs [options]``: the ladder with and without HLS and the stills
 (``benchmarks/outputs.py``).
 
+``python -m benchmarks fleet [options]``: a chunked job on one worker process vs two
+(``benchmarks/fleet.py``).
+
 Writes ``benchmarks/results/<date>-<commit>.json``, ``.md`` and PNG plots (or under ``--out``),
 prints the markdown tables on stdout, and shows live progress on stderr. Exit status 0 when every
 run produced valid outputs, 1 otherwise (targets never change the exit status).
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import outputs
 
         return outputs.main(raw[1:])
+    if raw[:1] == ["fleet"]:
+        from benchmarks import fleet
+
+        return fleet.main(raw[1:])
     options = options_from(parser().parse_args(raw))
     command = shlex.join(["python", "-m", "benchmarks", *raw])
     # The emulator accepts any credentials; never let a developer's real ones reach a request.
