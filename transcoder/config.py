@@ -117,10 +117,18 @@ class Settings(BaseSettings):
         description="sources longer than this are chunked (shorter ones: one ffmpeg, as before)",
     )
     chunk_postroll_frames: int = Field(
-        default=0,
+        default=6,
         ge=0,
         le=120,
-        description="frames encoded past each chunk's end and dropped at the stitch",
+        description="frames encoded past each chunk's end and dropped at the stitch: x264 "
+        "then ends the chunk with the future in its lookahead (docs/media.md, the seam)",
+    )
+    chunk_warmup_frames: int = Field(
+        default=12,
+        ge=0,
+        le=120,
+        description="frames encoded before each chunk and dropped at the stitch: x264's rate "
+        "control reaches the chunk's first IDR warm, as in a single pass (no seam)",
     )
     scratch_dir: Path = Path(tempfile.gettempdir()) / "transcoder"
     # A sick worker takes itself out (docs/reliability.md, "A sick worker retires").

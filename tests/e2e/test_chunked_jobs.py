@@ -232,8 +232,8 @@ async def test_a_chunk_that_always_fails_dead_letters_and_fails_the_job(
     job, which a healthy worker then completes."""
     async with Fleet.open(settings, clients, tmp_path, **CHUNKED) as fleet:
         (job,) = await fleet.submit(clip(SECONDS))
-        # 25 fps, 2 s GOPs, 6 s chunks: chunk 3 starts at frame 300.
-        sick = fleet.start("sick", extra_env=failing_chunk_ffmpeg(tmp_path, 300))
+        # 25 fps, 2 s GOPs, 6 s chunks: chunk 3 starts at frame 300, its encode 12 frames earlier.
+        sick = fleet.start("sick", extra_env=failing_chunk_ffmpeg(tmp_path, 300 - 12))
         record = await fleet.wait_for_status(job, "FAILED", "COMPLETED", timeout_s=180)
         assert record["status"] == "FAILED"
         error = record["error"]

@@ -83,6 +83,7 @@ FORWARDED = (
     "chunk_s",
     "chunk_threshold_s",
     "chunk_postroll_frames",
+    "chunk_warmup_frames",
 )
 TERMINAL = ("COMPLETED", "FAILED")
 

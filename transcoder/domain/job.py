@@ -238,6 +238,7 @@ class Part(BaseModel):
     start_frame: int = Field(default=0, ge=0)
     end_frame: int | None = Field(default=None, ge=1)
     postroll_frames: int = Field(default=0, ge=0)
+    warmup_frames: int = Field(default=0, ge=0)
 
     @property
     def label(self) -> str:
@@ -502,6 +503,7 @@ class PartsRecord(BaseModel):
     keyint: int
     expected_frames: int
     postroll_frames: int = 0
+    warmup_frames: int = 0
     starts: tuple[int, ...]
     audio: bool
     states: tuple[PartState, ...]
@@ -537,6 +539,7 @@ class PartsRecord(BaseModel):
             start_frame=self.starts[index],
             end_frame=end,
             postroll_frames=self.postroll_frames,
+            warmup_frames=self.warmup_frames,
         )
 
     def matches(self, part: Part) -> bool:

@@ -96,6 +96,7 @@ def pipeline_config(settings: Settings, scratch_dir: Path | None = None) -> Pipe
         chunk_s=settings.chunk_s,
         chunk_threshold_s=settings.chunk_threshold_s,
         chunk_postroll_frames=settings.chunk_postroll_frames,
+        chunk_warmup_frames=settings.chunk_warmup_frames,
     )
 
 

@@ -34,7 +34,15 @@ from transcoder.domain.job import (
 )
 from transcoder.logs import get_logger
 from transcoder.media import encoder, stitch
-from transcoder.media.chunks import Chunk, ChunkPlan, audio_args, chunk_args, plan_chunks
+from transcoder.media.chunks import (
+    DEFAULT_POSTROLL_FRAMES,
+    DEFAULT_WARMUP_FRAMES,
+    Chunk,
+    ChunkPlan,
+    audio_args,
+    chunk_args,
+    plan_chunks,
+)
 from transcoder.media.ffmpeg import EncodeOptions
 from transcoder.media.ladder import Plan
 from transcoder.media.probe import MediaInfo
@@ -53,12 +61,24 @@ def rate_text(rate: Fraction) -> str:
 
 
 def parts_plan(
-    media: MediaInfo, plan: Plan, chunk_s: float, *, postroll_frames: int = 0
+    media: MediaInfo,
+    plan: Plan,
+    chunk_s: float,
+    *,
+    postroll_frames: int = DEFAULT_POSTROLL_FRAMES,
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES,
 ) -> PartsRecord:
-    """The parts of a long source: chunks of about ``chunk_s`` (at most ``MAX_PARTS``), audio."""
+    """The parts of a long source: chunks of about ``chunk_s`` (at most ``MAX_PARTS``), audio.
+
+    The post-roll and warm-up (frames encoded after and before each chunk, dropped at the stitch:
+    ``transcoder.media.chunks``) are recorded with the plan, so every part and the stitch use the
+    same ones whatever release or settings the workers that run them have.
+    """
     duration = media.video_duration_s or media.duration_s
     chunk_s = max(chunk_s, math.ceil(duration / MAX_PARTS))
-    chunks = plan_chunks(media, plan, chunk_s, postroll_frames=postroll_frames)
+    chunks = plan_chunks(
+        media, plan, chunk_s, postroll_frames=postroll_frames, warmup_frames=warmup_frames
+    )
     audio = plan.audio_index is not None
     count = len(chunks.chunks) + (1 if audio else 0)
     return PartsRecord(
@@ -66,6 +86,7 @@ def parts_plan(
         keyint=chunks.keyint,
         expected_frames=chunks.expected_frames,
         postroll_frames=chunks.postroll_frames,
+        warmup_frames=chunks.warmup_frames,
         starts=tuple(c.start_frame for c in chunks.chunks),
         audio=audio,
         states=tuple(PartState() for _ in range(count)),
@@ -74,7 +95,12 @@ def parts_plan(
 
 def chunk_plan(parts: PartsRecord | Part, chunks: tuple[Chunk, ...]) -> ChunkPlan:
     return ChunkPlan(
-        Fraction(parts.rate), parts.keyint, parts.expected_frames, chunks, parts.postroll_frames
+        Fraction(parts.rate),
+        parts.keyint,
+        parts.expected_frames,
+        chunks,
+        parts.postroll_frames,
+        parts.warmup_frames,
     )
 
 

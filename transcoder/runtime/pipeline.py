@@ -42,6 +42,7 @@ from transcoder.domain.job import (
 from transcoder.domain.rungs import Rung
 from transcoder.logs import get_logger
 from transcoder.media import derive, encoder, hls, ladder, probe, stills, verify
+from transcoder.media.chunks import DEFAULT_POSTROLL_FRAMES, DEFAULT_WARMUP_FRAMES
 from transcoder.media.ffmpeg import EncodeOptions, build_args
 from transcoder.media.hls import HlsOutput
 from transcoder.media.progress import Progress
@@ -74,7 +75,8 @@ class PipelineConfig:
     chunking: bool = True  # split long sources into parts (TRANSCODER_CHUNKING)
     chunk_s: float = 30.0  # about this much source per chunk (TRANSCODER_CHUNK_S)
     chunk_threshold_s: float = 120.0  # sources longer than this are chunked
-    chunk_postroll_frames: int = 0  # frames encoded past each chunk and dropped at the stitch
+    chunk_postroll_frames: int = DEFAULT_POSTROLL_FRAMES  # encoded past a chunk, then dropped
+    chunk_warmup_frames: int = DEFAULT_WARMUP_FRAMES  # encoded before a chunk, then dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +342,7 @@ class Pipeline:
                 plan,
                 self._config.chunk_s,
                 postroll_frames=self._config.chunk_postroll_frames,
+                warmup_frames=self._config.chunk_warmup_frames,
             )
             log.info("job.split", parts=len(parts.states), chunks=parts.chunk_count)
             return Split(facts, parts)
