@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI for what ships as containers, run by .ci/run after `make test`:
 #   1. build the image (../shared/tools/oci: podman on Debian, local base images, no registry)
-#   2. the corpus test against the image's own ffmpeg/ffprobe (copied out of the image)
+#   2. the corpus test and a chunked job against the image's own ffmpeg/ffprobe (copied out)
 #   3. the container smoke test (.ci/container_smoke.py) against a moto server on the host
 #   4. the compose stack through podman-compose (.ci/compose_smoke.py)
 # Without the oci tool (a user's CI, a laptop) it prints one line and does nothing.
@@ -43,6 +43,11 @@ fi
 $PY -m samples.corpus >/dev/null
 corpus=$(find tests -name test_corpus.py | head -1)
 PATH="$bin:$PATH" $PY -m pytest "$corpus" -q -p no:cacheprovider -k "not cached_built_once"
+# A chunked job (split, chunks, audio, stitch by the concat demuxer, HLS copy, stills) on the
+# image's ffmpeg: its clip is built first with the host's ffmpeg (it needs lavfi).
+(cd tests && $PY -c "from faults.clips import clip; clip(24); clip(8)")
+chunked=$(find tests -name test_chunked_jobs.py | head -1)
+PATH="$bin:$PATH" $PY -m pytest "$chunked" -q -p no:cacheprovider -k "matches_the_single_pass"
 rm -rf "$bin"
 t3=$(now)
 echo "image: corpus with the image's ffmpeg $((t3 - t2)) s"

@@ -9,8 +9,9 @@ set -eu
 
 # Containers: MP4/MOV/3GP, MKV/WebM, MPEG-TS, MPEG-PS, AVI, FLV, Ogg, and raw elementary streams;
 # JPEG files (image2, jpeg_pipe), so the image's ffprobe can read the posters and sprites it made.
+# concat: the stitch of a chunked job joins its chunk MP4s with the ffconcat demuxer.
 DEMUXERS=mov,matroska,mpegts,mpegps,mpegvideo,avi,flv,ogg,h264,hevc,m4v,mp3,aac,ac3,eac3,wav,flac,\
-image2,jpeg_pipe
+image2,jpeg_pipe,concat
 VIDEO_DECODERS=h264,hevc,vp8,vp9,mpeg1video,mpeg2video,mpeg4,h263,msmpeg4v3,mjpeg,theora,prores
 AUDIO_DECODERS=aac,aac_latm,mp1,mp2,mp3,ac3,eac3,opus,vorbis,flac,alac,amrnb,amrwb,dca,\
 pcm_s16le,pcm_s16be,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_u8,pcm_alaw,pcm_mulaw
