@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -250,7 +251,8 @@ async def test_a_chunk_that_always_fails_dead_letters_and_fails_the_job(
             fleet.settings, capsys, "status", job.video_id, "--user", job.user_id
         )
         assert code == 0, err
-        assert "parts: 4/5 done, 0 running (4 chunks + audio)" in out
+        # The parts taken after the job failed were dropped, so how many are done varies.
+        assert re.search(r"parts: [0-4]/5 done, 0 running \(4 chunks \+ audio\)", out), out
         assert "last errors: chunk 3 of 4: retries_exhausted" in out
         code, out, err = await run(
             fleet.settings, capsys, "dlq", "redrive", "--job", record["job_id"]
