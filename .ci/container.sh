@@ -45,7 +45,7 @@ corpus=$(find tests -name test_corpus.py | head -1)
 PATH="$bin:$PATH" $PY -m pytest "$corpus" -q -p no:cacheprovider -k "not cached_built_once"
 # A chunked job (split, chunks, audio, stitch by the concat demuxer, HLS copy, stills) on the
 # image's ffmpeg: its clip is built first with the host's ffmpeg (it needs lavfi).
-(cd tests && $PY -c "from faults.clips import clip; clip(24); clip(8)")
+PYTHONPATH=tests $PY -c "from faults.clips import clip; clip(24); clip(8)"
 chunked=$(find tests -name test_chunked_jobs.py | head -1)
 PATH="$bin:$PATH" $PY -m pytest "$chunked" -q -p no:cacheprovider -k "matches_the_single_pass"
 rm -rf "$bin"
