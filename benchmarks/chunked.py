@@ -410,8 +410,9 @@ def _line(run: Run) -> str:
     )
 
 
-async def _prepare(options: Options) -> Source:
-    workload = await asyncio.to_thread(ensure_workload, WORKLOAD, options.duration_s)
+async def prepare_source(duration_s: float) -> Source:
+    """The workload cut to ``duration_s``, probed and planned with the default ladder."""
+    workload = await asyncio.to_thread(ensure_workload, WORKLOAD, duration_s)
     raw = await probe.run(str(workload.path), timeout_s=120)
     media = probe.parse(raw, size_bytes=workload.path.stat().st_size)
     names = tuple(rung.name for rung in DEFAULT_LADDER)
@@ -478,7 +479,7 @@ def _quality(
 
 async def measure(options: Options) -> dict[str, Any]:
     """Every run of one invocation, in the order described in the module docstring."""
-    source = await _prepare(options)
+    source = await prepare_source(options.duration_s)
     post = options.postroll_frames
     warm = {"warmup": options.warmup_frames}
     root = Path(tempfile.mkdtemp(prefix="bench-chunked-"))

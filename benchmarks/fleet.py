@@ -47,18 +47,17 @@ from typing import Any
 
 import psutil
 
+from benchmarks.chunked import Source, prepare_source
 from benchmarks.fleet_summary import Run, busy_s, markdown, phases, schedule, summarise
 from benchmarks.harness import bench_settings
 from benchmarks.publish import DEFAULT_OUT, record
 from benchmarks.worker_runner import LogTail, worker_env
-from samples.workloads import ensure_workload
 from transcoder import logs
 from transcoder.aws.clients import Clients, open_clients
 from transcoder.aws.status import JobStore
 from transcoder.config import Settings
 from transcoder.domain.job import output_key
-from transcoder.domain.rungs import DEFAULT_LADDER
-from transcoder.media import ladder, probe, verify
+from transcoder.media import probe, verify
 from transcoder.ops.bootstrap import Resources, bootstrap
 from transcoder.ops.demo import submit
 from transcoder.ops.emulator import Emulator
@@ -77,13 +76,6 @@ class Options:
     single_pass: bool = True
     timeout_s: float = 1800.0
     out: Path = DEFAULT_OUT
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    media: probe.MediaInfo
-    plan: ladder.Plan
 
 
 # ---------------------------------------------------------------------------- processes
@@ -293,15 +285,6 @@ def _say(run: Run) -> None:
 # ---------------------------------------------------------------------------- invocation
 
 
-async def _source(options: Options) -> Source:
-    workload = await asyncio.to_thread(ensure_workload, WORKLOAD, options.duration_s)
-    raw = await probe.run(str(workload.path), timeout_s=120)
-    media = probe.parse(raw, size_bytes=workload.path.stat().st_size)
-    names = tuple(rung.name for rung in DEFAULT_LADDER)
-    plan = ladder.plan(media, DEFAULT_LADDER, names, max_fps=60.0, gop_s=2.0)
-    return Source(workload.path, media, plan)
-
-
 @contextlib.asynccontextmanager
 async def bench_for(options: Options, source: Source) -> AsyncIterator[Bench]:
     """A private emulator, fresh resources and a scratch root for one invocation."""
@@ -323,7 +306,7 @@ async def bench_for(options: Options, source: Source) -> AsyncIterator[Bench]:
 
 async def measure(options: Options) -> dict[str, Any]:
     """Every run of one invocation, in the order described in the module docstring."""
-    source = await _source(options)
+    source = await prepare_source(options.duration_s)
     runs: list[Run] = []
     async with bench_for(options, source) as bench:
         for rep, count in schedule(options.reps):
